@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   the end-to-end recipe on a corpus the project generates itself
+#   make test   the test suite
+# Both create .venv/ (pinned by requirements/constraints.txt) and install the Debian tools they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
+DEBIAN_PACKAGES := sox espeak-ng flite libsndfile1
+APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
+PYTEST_ARGS ?=
+
+.PHONY: test demo bench install system-deps clean
+
+$(VENV)/.installed: requirements/constraints.txt requirements/base.in requirements/test.in setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements/base.in -r requirements/test.in
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.installed system-deps
+
+# Debian tools the corpus generator and audio tests call; installed only when missing.
+system-deps:
+	@missing=""; for tool in sox espeak-ng flite; do command -v $$tool >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
