@@ -1,0 +1,115 @@
+"""from_spec: shapes, splicing, frequency layouts, masks, semantic spec errors, serialization."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from crnn_tf import layers as crnn_layers
+from crnn_tf.models import AcousticModel, SpecError, from_spec
+
+SMALL = {"num_bands": 12, "num_streams": 3, "num_targets": 7, "context": 2}
+
+
+def features(batch=2, frames=9, dims=36, seed=0):
+    return np.random.default_rng(seed).standard_normal((batch, frames, dims)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "spec", ["2xReLU16", "Maxout8G2+ReLU4", "Conv6+Pool2+ReLU8", "Lstm8P4+ReLU8", "CLstm6P3+Pool2+ReLU8"]
+)
+def test_per_frame_logits(spec):
+    model = from_spec(spec, **SMALL)
+    assert model.input_shape == (None, None, 36)
+    x = features()
+    assert model(x).shape == (2, 9, 7)
+    assert model.spec == spec
+    # One graph for every batch size and length.
+    graph = tf.function(model, input_signature=[tf.TensorSpec((None, None, 36), tf.float32)])
+    np.testing.assert_allclose(graph(x), model(x), rtol=1e-5, atol=1e-5)
+    assert graph(features(batch=1, frames=4)).shape == (1, 4, 7)
+
+
+@pytest.mark.parametrize(
+    "spec, context, spliced",
+    [("ReLU8", 2, 2), ("Maxout8", 3, 3), ("Conv4", 1, 1), ("ReLU8", 0, 0), ("Lstm8", 5, 0), ("CLstm4", 5, 0)],
+)
+def test_splices_only_feed_forward_first_nets(spec, context, spliced):
+    model = from_spec(spec, **{**SMALL, "context": context})
+    assert model.spliced_context == spliced
+    splices = [layer for layer in model.layers if isinstance(layer, crnn_layers.Splice)]
+    assert [layer.context for layer in splices] == ([spliced] if spliced else [])
+
+
+def test_frequency_layouts_chain():
+    model = from_spec("2x(Conv256+Pool3)+ReLU8", num_targets=5)
+    first, second = (layer for layer in model.layers if isinstance(layer, crnn_layers.FrequencyConvPool))
+    assert (first.num_bands, first.num_streams, first.streams_first, first.patch_size) == (31, 33, True, 8)
+    assert (second.num_bands, second.num_streams, second.streams_first, second.patch_size) == (8, 256, False, 4)
+    clstm_model = from_spec("2x(CLstm16+Pool3)+ReLU8", num_targets=5)
+    first, second = (layer for layer in clstm_model.layers if isinstance(layer, crnn_layers.CLSTM))
+    assert (first.num_bands, first.num_streams, first.streams_first) == (31, 3, True)
+    assert (second.num_bands, second.num_streams, second.streams_first, second.patch_size) == (8, 16, False, 4)
+
+
+def test_patch_options_reach_the_layer():
+    model = from_spec("CLstm8P4W5S2+Pool2+ReLU8", num_targets=5)
+    (clstm,) = (layer for layer in model.layers if isinstance(layer, crnn_layers.CLSTM))
+    assert (clstm.patch_size, clstm.patch_stride, clstm.pool_size, clstm.projection_units) == (5, 2, 2, 4)
+    assert clstm.name == "layer1_clstm8p4w5s2_pool2"
+
+
+@pytest.mark.parametrize(
+    "spec, column, fragment",
+    [
+        ("Lstm16+CLstm8", 8, "CLstm8 needs bands to convolve over, but Lstm16 outputs none"),
+        ("ReLU8+Conv4", 7, "Conv4 needs bands"),
+        ("Conv8+Pool3+Conv8W8+Pool3", 13, "8 bands give 1 patch(es) of 8 bands (stride 1)"),
+        ("Conv8W40", 1, "31 bands give 0 patch(es)"),
+        ("CLstm8+Pool3+CLstm8W8+Pool3", 14, "cannot fill a pool of 3"),
+    ],
+)
+def test_specs_that_do_not_fit_the_input(spec, column, fragment):
+    with pytest.raises(SpecError) as info:
+        from_spec(spec, num_targets=5)
+    assert info.value.column + 1 == column
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "spec", ["2xReLU8", "Maxout8G2+ReLU4", "Conv6+Pool2+ReLU8", "Lstm8P4+ReLU4", "CLstm4+Pool2+ReLU4"]
+)
+def test_mask_value_makes_padding_invisible(spec):
+    model = from_spec(spec, **SMALL, mask_value=0.0)
+    x = features(batch=1, frames=6)
+    padded = np.concatenate([x, np.zeros((1, 4, 36), "float32")], axis=1)
+    np.testing.assert_allclose(model(padded)[:, :6], model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_config_and_default_name():
+    model = from_spec("2x(Conv8+Pool3)+ReLU4", num_targets=5, context=1)
+    assert model.name == "2x_Conv8_Pool3_ReLU4"
+    config = model.get_config()
+    assert config == {
+        "name": "2x_Conv8_Pool3_ReLU4",
+        "trainable": True,
+        "spec": "2x(Conv8+Pool3)+ReLU4",
+        "num_bands": 31,
+        "num_streams": 3,
+        "num_targets": 5,
+        "context": 1,
+        "mask_value": None,
+    }
+    clone = AcousticModel.from_config(config)
+    assert clone.count_params() == model.count_params()
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+
+
+def test_keras_save_reload_keeps_spec(tmp_path):
+    model = from_spec("Conv6+Pool2+Maxout8G2", **SMALL, mask_value=0.0, name="tiny")
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, AcousticModel)
+    assert (reloaded.spec, reloaded.name, reloaded.spliced_context) == (model.spec, "tiny", 2)
+    x = features()
+    np.testing.assert_array_equal(reloaded(x), model(x))
