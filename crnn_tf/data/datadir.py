@@ -1,0 +1,133 @@
+"""Kaldi data directories: `wav.scp` (paths or `cmd |` pipes), `segments`, `text`, `utt2spk`/`spk2utt`, `feats.scp`,
+`cmvn.scp`.
+
+Example:
+>>> data = DataDir.load("data/train")  # doctest: +SKIP
+>>> wav = data.load_audio(data.utterances[0], sample_rate=8000)  # doctest: +SKIP
+"""
+import dataclasses
+import os
+import subprocess
+
+import numpy as np
+
+from crnn_tf.data.audio import AudioDecodeError, decode_audio
+from crnn_tf.data.kaldi_io import read_text_table
+
+
+def read_wav_entry(entry: str, timeout: float = 600.0) -> bytes | str:
+    """Resolves one wav.scp value: a path is returned as is; `cmd |` is run through the shell and its stdout returned.
+
+    Raises:
+      AudioDecodeError: the command exits non-zero (its stderr is quoted) or prints nothing.
+    """
+    entry = entry.strip()
+    if not entry.endswith("|"):
+        return entry
+    command = entry[:-1].strip()
+    try:
+        result = subprocess.run(command, shell=True, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise AudioDecodeError(entry, f"command timed out after {timeout} s") from error
+    if result.returncode != 0:
+        stderr = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioDecodeError(entry, f"command failed with exit status {result.returncode}"
+                                      + (f": {stderr[-1]}" if stderr else ""))
+    if not result.stdout:
+        raise AudioDecodeError(entry, "command printed no audio")
+    return result.stdout
+
+
+@dataclasses.dataclass
+class DataDir:
+    """A Kaldi data directory in memory (tables as dicts in file order).
+
+    Attributes:
+      path: the directory.
+      wav: `{recording: wav.scp entry}` ({} when only feats.scp exists).
+      segments: `{utt: (recording, start_s, end_s)}` or None (then utterance = recording; end -1 = to the end).
+      text: `{utt: transcript}` ({} when absent).
+      utt2spk: `{utt: speaker}`; each utterance is its own speaker when utt2spk is absent.
+      feats_scp, cmvn_scp: paths when those files exist, else None.
+    """
+
+    path: str
+    wav: dict
+    segments: dict | None
+    text: dict
+    utt2spk: dict
+    feats_scp: str | None = None
+    cmvn_scp: str | None = None
+
+    @classmethod
+    def load(cls, path: str) -> "DataDir":
+        """Reads the tables of a Kaldi data dir.
+
+        Raises:
+          ValueError: when neither wav.scp nor feats.scp exists, or a table is malformed (file and line named).
+        """
+        def table(name):
+            file = os.path.join(path, name)
+            return read_text_table(file) if os.path.exists(file) else None
+
+        wav, feats = table("wav.scp"), os.path.join(path, "feats.scp")
+        if wav is None and not os.path.exists(feats):
+            raise ValueError(f"{path}: a Kaldi data dir needs wav.scp or feats.scp")
+        segments = None
+        if (raw := table("segments")) is not None:
+            segments = {}
+            for utt, value in raw.items():
+                fields = value.split()
+                if len(fields) != 3:
+                    raise ValueError(f"{path}/segments: line for {utt!r} needs 'utt recording start end'")
+                segments[utt] = (fields[0], float(fields[1]), float(fields[2]))
+        utt2spk = table("utt2spk")
+        if utt2spk is None and (spk2utt := table("spk2utt")) is not None:
+            utt2spk = {utt: spk for spk, utts in spk2utt.items() for utt in utts.split()}
+        cmvn = os.path.join(path, "cmvn.scp")
+        data = cls(path=path, wav=wav or {}, segments=segments, text=table("text") or {}, utt2spk=utt2spk or {},
+                   feats_scp=feats if os.path.exists(feats) else None,
+                   cmvn_scp=cmvn if os.path.exists(cmvn) else None)
+        data.utt2spk = {utt: data.utt2spk.get(utt, utt) for utt in data.utterances}
+        return data
+
+    @property
+    def utterances(self) -> list[str]:
+        """Utterance ids, sorted (Kaldi's order): from segments, else wav.scp, else feats.scp."""
+        if self.segments is not None:
+            return sorted(self.segments)
+        if self.wav:
+            return sorted(self.wav)
+        return sorted(read_text_table(self.feats_scp))
+
+    @property
+    def spk2utt(self) -> dict[str, list[str]]:
+        """`{speaker: [utts]}` derived from utt2spk."""
+        out = {}
+        for utt in self.utterances:
+            out.setdefault(self.utt2spk[utt], []).append(utt)
+        return out
+
+    def load_audio(self, utt: str, sample_rate: int | None = None) -> np.ndarray:
+        """Mono float32 waveform (int16 scale) of one utterance, cut by its segment, resampled to `sample_rate`.
+
+        Raises:
+          AudioDecodeError: naming the utterance and its wav.scp entry for any read/decode failure.
+        """
+        recording, start, end = self.segments[utt] if self.segments is not None else (utt, 0.0, -1.0)
+        if recording not in self.wav:
+            raise AudioDecodeError(f"{utt}", f"recording {recording!r} is not in {self.path}/wav.scp")
+        entry = self.wav[recording]
+        try:
+            source = read_wav_entry(entry)
+            waveform, rate = decode_audio(source, sample_rate, name=entry)
+        except AudioDecodeError as error:
+            raise AudioDecodeError(f"{utt} ({error.source})", error.reason) from error
+        if self.segments is not None:
+            first = int(round(start * rate))
+            last = waveform.size if end < 0 else int(round(end * rate))
+            if first >= min(last, waveform.size):
+                raise AudioDecodeError(utt, f"segment {start}-{end} s lies outside recording {recording!r} "
+                                            f"({waveform.size / rate:.2f} s)")
+            waveform = waveform[first:last]
+        return waveform

@@ -1,0 +1,141 @@
+"""Kaldi tables via kaldi-native-io, and transition-id → pdf-id mapping checked against kaldi-hmm-gmm."""
+import gzip
+import shutil
+import struct
+
+import kaldi_hmm_gmm as khg
+import numpy as np
+import pytest
+
+from crnn_tf.data import kaldi_io
+
+TOPOLOGY = """<Topology>
+<TopologyEntry>
+<ForPhones>
+1
+</ForPhones>
+<State> 0 <PdfClass> 0 <Transition> 0 0.25 <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 </State>
+<State> 1 <PdfClass> 1 <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 <Transition> 4 0.25 </State>
+<State> 2 <PdfClass> 2 <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 <Transition> 4 0.25 </State>
+<State> 3 <PdfClass> 3 <Transition> 1 0.25 <Transition> 2 0.25 <Transition> 3 0.25 <Transition> 4 0.25 </State>
+<State> 4 </State>
+</TopologyEntry>
+<TopologyEntry>
+<ForPhones>
+2 3 4
+</ForPhones>
+<State> 0 <PdfClass> 0 <Transition> 0 0.75 <Transition> 1 0.25 </State>
+<State> 1 <PdfClass> 1 <Transition> 1 0.75 <Transition> 2 0.25 </State>
+<State> 2 <PdfClass> 2 <Transition> 2 0.75 <Transition> 3 0.25 </State>
+<State> 3 </State>
+</TopologyEntry>
+</Topology>
+"""
+
+
+def _transition_model():
+    topo = khg.HmmTopology()
+    topo.read(TOPOLOGY)
+    ctx = khg.monophone_context_dependency(phones=topo.phones,
+                                           phone2num_pdf_classes=topo.get_phone_to_num_pdf_classes())
+    return topo, khg.TransitionModel(ctx, topo)
+
+
+def _write_kaldi_model(path, topo, model, binary: bool):
+    """Writes `final.mdl` in Kaldi's TransitionModel::Write format followed by a stand-in for the AmDiagGmm.
+
+    Monophone tuples are (phone, hmm_state, pdf) in phone/state order with one pdf per emitting state.
+    """
+    tuples = []
+    for phone in topo.phones:
+        for state_index, state in enumerate(topo.topology_for_phone(phone)):
+            if state.transitions:
+                tuples.append((phone, state_index, model.transition_id_to_pdf(model.state2id[len(tuples) + 1])))
+    entries, phone2idx = [], [-1] * (max(topo.phones) + 1)
+    for phone in topo.phones:
+        states = [(s.forward_pdf_class, s.transitions) for s in topo.topology_for_phone(phone)]
+        if states not in entries:
+            entries.append(states)
+        phone2idx[phone] = entries.index(states)
+    if binary:
+        out = bytearray(b"\0B<TransitionModel> <Topology> ")
+        i32 = lambda v: b"\x04" + struct.pack("<i", v)  # noqa: E731
+        f32 = lambda v: b"\x04" + struct.pack("<f", v)  # noqa: E731
+        ivec = lambda vs: b"\x04" + struct.pack(f"<i{len(vs)}i", len(vs), *vs)  # noqa: E731
+        out += ivec(list(topo.phones)) + ivec(phone2idx) + i32(len(entries))
+        for states in entries:
+            out += i32(len(states))
+            for pdf_class, transitions in states:
+                out += i32(pdf_class) + i32(len(transitions))
+                for dst, prob in transitions:
+                    out += i32(dst) + f32(prob)
+        out += b"</Topology> <Triples> " + i32(len(tuples))
+        for t in tuples:
+            out += b"".join(i32(v) for v in t)
+        out += b"</Triples> <LogProbs> FV " + i32(0) + b"</LogProbs> </TransitionModel> <DIMENSION> "
+        path.write_bytes(bytes(out))
+    else:
+        lines = ["<TransitionModel>", TOPOLOGY.strip(), f"<Triples> {len(tuples)}"]
+        lines += [" ".join(map(str, t)) for t in tuples]
+        lines += ["</Triples>", "<LogProbs>", " [ 0 ]", "</LogProbs>", "</TransitionModel>", "<DIMENSION> 3"]
+        path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_transition_model_matches_kaldi_hmm_gmm(tmp_path, binary):
+    topo, model = _transition_model()
+    mdl = tmp_path / "final.mdl"
+    _write_kaldi_model(mdl, topo, model, binary)
+    got = kaldi_io.read_transition_id_to_pdf(str(mdl))
+    expected = np.asarray(model.transition_id_to_pdf_array())
+    assert got.size == model.num_transition_ids + 1
+    np.testing.assert_array_equal(got[1:], expected[1:])
+
+
+def test_ali_gz_converted_to_pdfs(tmp_path):
+    topo, model = _transition_model()
+    _write_kaldi_model(tmp_path / "final.mdl", topo, model, binary=True)
+    rng = np.random.default_rng(0)
+    tids = {f"u{i}": rng.integers(1, model.num_transition_ids + 1, size=5 + i) for i in range(4)}
+    for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):
+        kaldi_io.write_int32_vectors(f"ark:{tmp_path}/ali.{part}", ((k, tids[k]) for k in keys))
+        with open(tmp_path / f"ali.{part}", "rb") as src, gzip.open(tmp_path / f"ali.{part}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    pdfs = kaldi_io.read_alignments(str(tmp_path), str(tmp_path / "final.mdl"))
+    assert sorted(pdfs) == sorted(tids)
+    for utt, ids in tids.items():
+        assert pdfs[utt].tolist() == [model.transition_id_to_pdf(int(t)) for t in ids]
+    with pytest.raises(ValueError, match="u0.*transition id outside"):
+        kaldi_io.write_int32_vectors(f"ark:{tmp_path}/bad.ark", [("u0", [10_000])])
+        kaldi_io.read_alignments(str(tmp_path / "bad.ark"), str(tmp_path / "final.mdl"))
+
+
+def test_not_a_model_is_named(tmp_path):
+    (tmp_path / "x.mdl").write_text("<Nnet> garbage")
+    with pytest.raises(ValueError, match="x.mdl.*not a Kaldi transition model"):
+        kaldi_io.read_transition_id_to_pdf(str(tmp_path / "x.mdl"))
+
+
+def test_ark_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    mats = {f"u{i}": rng.normal(size=(3 + i, 4)).astype(np.float32) for i in range(3)}
+    kaldi_io.write_matrices(f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp", mats.items())
+    back = dict(kaldi_io.read_matrices(str(tmp_path / "f.scp")))
+    assert back.keys() == mats.keys() and all(np.array_equal(back[k], mats[k]) for k in mats)
+    table = kaldi_io.read_matrix_table(str(tmp_path / "f.scp"))
+    np.testing.assert_array_equal(table["u2"], mats["u2"])
+
+    stats = {"spk1": rng.normal(size=(2, 5))}
+    kaldi_io.write_matrices(f"ark,scp:{tmp_path}/c.ark,{tmp_path}/c.scp", stats.items(), double=True)
+    np.testing.assert_array_equal(kaldi_io.read_cmvn_stats(str(tmp_path / "c.scp"))["spk1"], stats["spk1"])
+
+    ali = {"u0": np.arange(5), "u1": np.array([], np.int32)}
+    kaldi_io.write_int32_vectors(f"ark:{tmp_path}/a.ark", ali.items())
+    back = kaldi_io.read_int32_vectors(str(tmp_path / "a.ark"))
+    assert back["u0"].tolist() == [0, 1, 2, 3, 4] and back["u1"].size == 0
+
+
+def test_text_table_duplicate_is_named(tmp_path):
+    (tmp_path / "utt2spk").write_text("a s1\nb s1\na s2\n")
+    with pytest.raises(ValueError, match="utt2spk:3: duplicate key 'a'"):
+        kaldi_io.read_text_table(str(tmp_path / "utt2spk"))
