@@ -1,0 +1,237 @@
+"""Export an acoustic model as a TF Serving SavedModel: `EXPORT_BASE/<model_name>/<version>/`.
+
+The SavedModel holds only TensorFlow graph functions and variables (no Keras objects), so it loads with plain
+`tf.saved_model.load` in a process that never imports crnn_tf, and in TensorFlow Serving. Signatures:
+
+  serving_default  features [batch, time, dim] float32, lengths [batch] int32
+                   → log_likelihoods, log_posteriors [batch, time, senones] (label delay undone, padding zeroed)
+  waveform         waveforms [batch, samples] float32 (int16 scale), lengths [batch] int32
+                   → log_likelihoods, log_posteriors [batch, frames, senones], num_frames [batch] int32
+  stream_step      features [batch, chunk, dim], lengths [batch], <layer>_c / <layer>_r states
+                   → log_likelihoods, log_posteriors [batch, chunk, senones] (delayed by label_delay), states
+
+`assets/crnn_metadata.json` describes the model (see `ExportMetadata`).
+"""
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from crnn_tf.export import signatures as sig
+from crnn_tf.export.chain import LayerChain, NotStreamableError
+from crnn_tf.features import FeatureConfig
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "crnn_metadata.json"
+ALL_SIGNATURES = ("serving_default", "waveform", "stream_step")
+
+
+@dataclasses.dataclass
+class ExportMetadata:
+    """What a client or decoder needs to know about an export; written to `assets/crnn_metadata.json`.
+
+    Args:
+      num_senones: output classes.
+      feature_dim: features per frame.
+      label_delay: frames the network's output lags its input (undone by serving_default / waveform). Default 0.
+      prior_scale: the scale of the log priors subtracted from log posteriors. Default 1.0.
+      log_priors: list of per-senone log priors, or None (no priors: log_likelihoods == log_posteriors).
+      prior_counts: optional list of the pdf counts the priors came from.
+      prior_floor: the floor used by `crnn_tf.hmm.priors.log_priors`. Default None.
+      feature_config: `FeatureConfig.to_dict()` or None (then there is no `waveform` signature).
+      model_spec: the model spec string, or None.
+      manifest_hash: the training data manifest's fingerprint, or None.
+      num_bands, num_streams: the model's input geometry, or None.
+      compute_dtype: "float32" or "bfloat16" (dtype of the network's matrix products). Default "float32".
+      signatures: names of the exported signatures.
+      states: for stream_step, list of {"name", "shape"} (shape without batch), in signature order.
+      extra: free-form JSON-serialisable dict (e.g. the training config).
+    """
+
+    num_senones: int
+    feature_dim: int
+    label_delay: int = 0
+    prior_scale: float = 1.0
+    log_priors: list | None = None
+    prior_counts: list | None = None
+    prior_floor: float | None = None
+    feature_config: dict | None = None
+    model_spec: str | None = None
+    manifest_hash: str | None = None
+    num_bands: int | None = None
+    num_streams: int | None = None
+    compute_dtype: str = "float32"
+    signatures: list = dataclasses.field(default_factory=list)
+    states: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
+
+
+def read_metadata(version_dir):
+    """The `ExportMetadata` of an export directory (`.../<model_name>/<version>`)."""
+    return ExportMetadata.from_json((pathlib.Path(version_dir) / "assets" / METADATA_FILE).read_text())
+
+
+def next_version(model_base):
+    """1 + the largest integer version directory under `model_base` (1 when there is none)."""
+    base = pathlib.Path(model_base)
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+class _ExportModule(tf.Module):
+    """The object graph that gets saved: the chain's variables, the constants, the asset, the functions."""
+
+
+def export_saved_model(model, export_base, model_name, version=None, *, log_prior=None, prior_scale=1.0,
+                       label_delay=0, feature_config=None, cmvn_stats=None, model_spec=None, manifest_hash=None,
+                       prior_counts=None, prior_floor=None, num_bands=None, num_streams=None,
+                       compute_dtype=None, signatures=ALL_SIGNATURES, extra=None):
+    """Writes `model` as `export_base/model_name/version/` with the serving signatures.
+
+    The directory is written under a temporary name and renamed into place, so a server polling `export_base`
+    never sees a half-written version.
+
+    Args:
+      model: a sequential `keras.Model` (features [batch, time, dim] → logits [batch, time, senones]).
+      export_base: the model base path (TF Serving's `--model_base_path` parent).
+      model_name: the directory (and served model) name.
+      version: int or None (default: next free integer).
+      log_prior: float [senones] log priors (`crnn_tf.hmm.priors.log_priors`) or None (no prior subtraction).
+      prior_scale: float, scale of the log priors. Default 1.0.
+      label_delay: int, the training label delay. Default 0.
+      feature_config: `FeatureConfig` or None; the `waveform` signature needs it.
+      cmvn_stats: [2, num_bands + 1] global CMVN statistics, needed by `waveform` when `feature_config.cmvn` is
+        "global". Default None.
+      model_spec, manifest_hash, prior_counts, prior_floor, num_bands, num_streams, extra: metadata only.
+      compute_dtype: None/"float32" (default) or "bfloat16" (mixed precision: bf16 matrix products, float32
+        variables and outputs).
+      signatures: which of `ALL_SIGNATURES` to export. Default all. A signature the model cannot support is
+        skipped with a warning (`waveform` without a usable feature config, `stream_step` for a model that
+        splices future frames); asking for none that can be exported is an error.
+
+    Returns:
+      pathlib.Path of the version directory.
+    """
+    unknown = sorted(set(signatures) - set(ALL_SIGNATURES))
+    if unknown:
+        raise ValueError(f"unknown signatures {unknown}; choose from {ALL_SIGNATURES}")
+    if label_delay < 0:
+        raise ValueError(f"label_delay must be >= 0, got {label_delay}")
+    policy = {None: None, "float32": None, "bfloat16": "mixed_bfloat16"}
+    if compute_dtype not in policy:
+        raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
+    chain = LayerChain(model, compute_dtype=policy[compute_dtype])
+    num_senones = int(model.outputs[0].shape[-1])
+    if log_prior is not None and np.shape(log_prior) != (num_senones,):
+        raise ValueError(f"log_prior has shape {np.shape(log_prior)}, the model has {num_senones} outputs")
+    if isinstance(feature_config, dict):
+        feature_config = FeatureConfig.from_dict(feature_config)
+
+    module = _ExportModule()
+    module.variables_ = chain.variables  # tracked: the only copy of the weights
+    log_prior_value = np.zeros(num_senones, np.float32) if log_prior is None else np.asarray(log_prior, np.float32)
+    module.log_prior = tf.Variable(log_prior_value, trainable=False, name="log_prior")
+    scale, delay = float(prior_scale), int(label_delay)
+    dim = chain.input_dim
+    functions = {}
+
+    if "serving_default" in signatures:
+        @tf.function(input_signature=[tf.TensorSpec([None, None, dim], tf.float32, name="features"),
+                                      tf.TensorSpec([None], tf.int32, name="lengths")])
+        def serving_default(features, lengths):
+            return sig.score_padded(chain, features, lengths, module.log_prior, scale, delay)
+        functions["serving_default"] = serving_default
+
+    if "waveform" in signatures:
+        reason = _waveform_problem(feature_config, cmvn_stats, dim)
+        if reason:
+            log.warning("not exporting the waveform signature: %s", reason)
+        else:
+            stats = None if feature_config.cmvn != "global" else tf.constant(np.asarray(cmvn_stats, np.float64))
+
+            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+                                          tf.TensorSpec([None], tf.int32, name="lengths")])
+            def waveform(waveforms, lengths):
+                features, frames = sig.features_from_waveforms(waveforms, lengths, feature_config, stats)
+                outputs = sig.score_padded(chain, features, frames, module.log_prior, scale, delay)
+                return {**outputs, "num_frames": frames}
+            functions["waveform"] = waveform
+
+    if "stream_step" in signatures:
+        if not chain.streamable:
+            log.warning("not exporting stream_step: %s", NotStreamableError.__doc__)
+        else:
+            state_inputs = [tf.TensorSpec([None, *shape], tf.float32, name=name) for name, shape in chain.state_specs]
+
+            @tf.function(input_signature=[tf.TensorSpec([None, None, dim], tf.float32, name="features"),
+                                          tf.TensorSpec([None], tf.int32, name="lengths"), *state_inputs])
+            def stream_step(features, lengths, *states):
+                return sig.stream_step(chain, features, lengths, list(states), module.log_prior, scale)
+            functions["stream_step"] = stream_step
+
+    if not functions:
+        raise ValueError(f"none of the requested signatures {list(signatures)} can be exported for this model")
+
+    metadata = ExportMetadata(
+        num_senones=num_senones, feature_dim=dim, label_delay=delay, prior_scale=scale,
+        log_priors=None if log_prior is None else [float(v) for v in log_prior_value],
+        prior_counts=None if prior_counts is None else [float(v) for v in np.asarray(prior_counts)],
+        prior_floor=prior_floor, feature_config=None if feature_config is None else feature_config.to_dict(),
+        model_spec=model_spec or getattr(model, "spec", None), manifest_hash=manifest_hash,
+        num_bands=num_bands, num_streams=num_streams, compute_dtype=compute_dtype or "float32",
+        signatures=sorted(functions),
+        states=[{"name": name, "shape": list(shape)} for name, shape in chain.state_specs]
+        if "stream_step" in functions else [],
+        extra=dict(extra or {}))
+    return _write(module, functions, metadata, pathlib.Path(export_base) / model_name, version)
+
+
+def _waveform_problem(feature_config, cmvn_stats, dim):
+    """Why the waveform signature cannot be built (None when it can)."""
+    if feature_config is None:
+        return "no feature config"
+    if feature_config.feature_dim != dim:
+        return f"the feature config gives {feature_config.feature_dim} dims per frame, the model takes {dim}"
+    if feature_config.cmvn == "speaker":
+        return "speaker CMVN needs per-speaker statistics a stateless signature cannot hold; send features"
+    if feature_config.cmvn == "global" and cmvn_stats is None:
+        return "cmvn='global' but no cmvn_stats were given"
+    return None
+
+
+def _write(module, functions, metadata, model_base, version):
+    model_base.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_base) if version is None else int(version)
+    final = model_base / str(version)
+    if final.exists():
+        raise FileExistsError(f"{final} exists; choose another --version")
+    for name, function in functions.items():
+        setattr(module, f"fn_{name}", function)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base))
+    try:
+        metadata_file = staging / METADATA_FILE
+        metadata_file.write_text(metadata.to_json())
+        # An Asset is copied into <export>/assets/ by tf.saved_model.save.
+        module.metadata_asset = tf.saved_model.Asset(str(metadata_file))
+        export_dir = staging / "export"
+        tf.saved_model.save(module, str(export_dir),
+                            signatures={name: fn.get_concrete_function() for name, fn in functions.items()})
+        os.rename(export_dir, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("exported %s (signatures %s)", final, ", ".join(sorted(functions)))
+    return final

@@ -1,0 +1,194 @@
+"""Server-side batching of concurrent Predict requests (bounded queue, max batch size, timeout, time padding).
+
+Requests for the same (version, signature) whose inputs agree in dtype and in every dimension but the batch
+dimension — and, for time-aligned signatures, the time dimension — are concatenated along the batch axis, run
+once, and split again. Time-aligned signatures (crnn_tf exports: `serving_default`, `stream_step`, whose outputs have
+the inputs' time axis) are padded with zeros to the longest request's time; each request's outputs are trimmed back
+to its own time, and since every valid frame depends only on that request's valid frames (lengths), the result equals
+the unbatched one. Other signatures (e.g. `waveform`) only batch requests of identical shapes.
+"""
+import collections
+import concurrent.futures
+import logging
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+TIME_ALIGNED_SIGNATURES = ("serving_default", "stream_step")
+
+
+class _Task:
+    __slots__ = ("servable", "signature", "inputs", "rows", "time", "future", "enqueued")
+
+    def __init__(self, servable, signature, inputs, time_aligned):
+        self.servable, self.signature, self.inputs = servable, signature, inputs
+        self.rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        self.time = _time_length(signature, inputs) if time_aligned else None
+        self.future = concurrent.futures.Future()
+        self.enqueued = time.monotonic()
+
+    def key(self):
+        """Tasks with equal keys can share a batch."""
+        shapes = tuple(sorted(
+            (name, value.dtype.str, value.shape[2:] if self.time is not None and _has_time(self.signature, name)
+             else value.shape[1:]) for name, value in self.inputs.items()))
+        return (id(self.servable), self.signature.name, self.time is None, shapes)
+
+
+def _has_time(signature, name):
+    spec = signature.inputs[name]
+    return spec.shape.rank is not None and spec.shape.rank >= 2 and spec.shape[1] is None
+
+
+def _has_time_output(signature, name):
+    spec = signature.outputs[name]
+    return spec.shape.rank is not None and spec.shape.rank >= 2 and spec.shape[1] is None
+
+
+def _time_length(signature, inputs):
+    lengths = {value.shape[1] for name, value in inputs.items() if _has_time(signature, name)}
+    return max(lengths) if lengths else None
+
+
+class Batcher:
+    """Groups concurrent requests into batches run by worker threads.
+
+    Args:
+      max_batch_size: most rows (sum of request batch sizes) per run. Default 16.
+      batch_timeout_s: longest a request waits for others to join its batch. Default 0.002.
+      max_enqueued: most requests waiting; more get RESOURCE_EXHAUSTED. Default 256.
+      num_threads: worker threads running batches. Default 2.
+      max_time_padding: a request joins a padded batch only if padding wastes at most this fraction of frames.
+        Default 0.5.
+    """
+
+    def __init__(self, max_batch_size=16, batch_timeout_s=0.002, max_enqueued=256, num_threads=2,
+                 max_time_padding=0.5):
+        self.max_batch_size = max(1, int(max_batch_size))
+        self.batch_timeout_s = float(batch_timeout_s)
+        self.max_enqueued = int(max_enqueued)
+        self.max_time_padding = float(max_time_padding)
+        self._pending = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
+                         for i in range(max(1, int(num_threads)))]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, servable, signature, inputs, timeout=None):
+        """Runs `signature` on validated numpy `inputs` as part of a batch; returns its dict of numpy outputs.
+
+        Raises:
+          ServingError: RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE after `close`, DEADLINE_EXCEEDED
+            after `timeout` seconds, or what the signature raised.
+        """
+        time_aligned = signature.name in TIME_ALIGNED_SIGNATURES and servable.metadata is not None
+        task = _Task(servable, signature, inputs, time_aligned)
+        with self._cond:
+            if self._closed:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            if len(self._pending) >= self.max_enqueued:
+                raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                   "The batch scheduling queue to which this task was submitted is full")
+            self._pending.append(task)
+            self._cond.notify()
+        try:
+            return task.future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+
+    def close(self):
+        """Stops accepting work; pending requests are still run; waits for the workers."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _take_batch(self):
+        """Blocks until a batch is due; returns its tasks (None when closed and drained)."""
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            head = self._pending[0]
+            key = head.key()
+            deadline = head.enqueued + self.batch_timeout_s
+            while not self._closed:
+                rows = sum(t.rows for t in self._pending if t.key() == key)
+                remaining = deadline - time.monotonic()
+                if rows >= self.max_batch_size or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            if not self._pending or self._pending[0] is not head:
+                return []  # another worker took it; look again
+            batch, rows, longest = [], 0, 0
+            for task in list(self._pending):
+                if task.key() != key or (batch and rows + task.rows > self.max_batch_size):
+                    continue
+                if batch and task.time is not None:
+                    new_longest = max(longest, task.time)
+                    frames = sum(t.time * t.rows for t in batch) + task.time * task.rows
+                    if frames < (1 - self.max_time_padding) * new_longest * (rows + task.rows):
+                        continue
+                batch.append(task)
+                rows += task.rows
+                longest = max(longest, task.time or 0)
+                self._pending.remove(task)
+            return batch
+
+    def _work(self):
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch):
+        try:
+            if len(batch) == 1:
+                outputs = [batch[0].signature(batch[0].inputs)]
+            else:
+                outputs = _run_merged(batch)
+        except ServingError as error:
+            outputs = [error] * len(batch)
+        except Exception as error:  # noqa: BLE001 - a failing batch must answer every waiting request
+            log.exception("batch of %d failed", len(batch))
+            outputs = [ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")] * len(batch)
+        for task, result in zip(batch, outputs):
+            if isinstance(result, Exception):
+                task.future.set_exception(result)
+            else:
+                task.future.set_result(result)
+
+
+def _run_merged(batch):
+    signature = batch[0].signature
+    longest = max((t.time or 0) for t in batch)
+    merged = {}
+    for name in batch[0].inputs:
+        parts = [t.inputs[name] for t in batch]
+        if batch[0].time is not None and _has_time(signature, name):
+            parts = [np.pad(p, [(0, 0), (0, longest - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in parts]
+        merged[name] = np.concatenate(parts, axis=0)
+    outputs = signature(merged)
+    results, start = [], 0
+    for task in batch:
+        result = {}
+        for name, value in outputs.items():
+            part = value[start:start + task.rows]
+            if task.time is not None and _has_time_output(signature, name):
+                part = part[:, :task.time]
+            result[name] = part
+        results.append(result)
+        start += task.rows
+    return results

@@ -1,0 +1,136 @@
+"""crnn-serve: a TF-Serving-compatible scoring server (REST + gRPC) for crnn_tf exports (or any SavedModel).
+
+Example:
+  crnn-serve --model_base_path /srv/models/crnn --model_name crnn --rest_port 8501 --grpc_port 8500
+
+Loads the newest version under --model_base_path, polls for new ones, batches concurrent requests, binds 127.0.0.1
+unless --host says otherwise, and shuts down gracefully on SIGTERM/SIGINT (stops accepting, finishes in-flight
+requests). See docs/serving.md.
+"""
+import signal
+import threading
+import time
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("model_base_path", None, "Directory holding the integer version directories.")
+    flags.DEFINE_string("model_name", "crnn", "Served model name.")
+    flags.DEFINE_string("host", "127.0.0.1", "Address to bind (0.0.0.0 exposes the server to the network).")
+    flags.DEFINE_integer("rest_api_port", 8501, "REST port (0: pick a free one; -1: no REST).")
+    flags.DEFINE_integer("port", 8500, "gRPC port (0: pick a free one; -1: no gRPC).")
+    flags.DEFINE_float("file_system_poll_wait_seconds", 1.0, "Seconds between polls for new versions (0: never).")
+    flags.DEFINE_integer("num_versions", 1, "How many of the newest versions to keep loaded.")
+    flags.DEFINE_bool("enable_batching", True, "Batch concurrent requests.")
+    flags.DEFINE_integer("max_batch_size", 16, "Most rows per batch.")
+    flags.DEFINE_integer("batch_timeout_micros", 2000, "Longest a request waits for others to join its batch.")
+    flags.DEFINE_integer("max_enqueued_batches", 256, "Most queued requests before RESOURCE_EXHAUSTED.")
+    flags.DEFINE_integer("num_batch_threads", 2, "Threads running batches.")
+    flags.DEFINE_integer("max_body_bytes", 64 << 20, "Largest REST body / gRPC message.")
+    flags.DEFINE_string("graph_dir", None, "HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
+    flags.DEFINE_float("acoustic_scale", 0.1, "Decoder acoustic scale (with --graph_dir).")
+    flags.DEFINE_float("beam", 13.0, "Decoder beam (with --graph_dir).")
+    flags.DEFINE_float("shutdown_grace_seconds", 10.0, "How long SIGTERM waits for in-flight requests.")
+    flags.register_validator("model_base_path", lambda value: value is not None, "--model_base_path is required")
+    # TF Serving's flag names above; these aliases match the names in the issue and docs.
+    flags.DEFINE_alias("rest_port", "rest_api_port")
+    flags.DEFINE_alias("grpc_port", "port")
+
+
+class Server:
+    """The REST and gRPC front ends over one `ScoringService`.
+
+    Args:
+      model_base_path, model_name: what to serve.
+      host: bind address. Default "127.0.0.1".
+      rest_port, grpc_port: ports; 0 picks a free one, -1 disables that front end. Defaults 8501, 8500.
+      poll_seconds: version polling interval (0: never). Default 1.0.
+      num_versions: newest versions kept loaded. Default 1.
+      batching: dict of `serving.batching.Batcher` arguments, or None for no batching. Default {} (defaults).
+      max_body_bytes: largest REST body / gRPC message. Default 64 MiB.
+      recognizer: optional `serving.recognize.Recognizer` for the recognize routes. Default None.
+    """
+
+    def __init__(self, model_base_path, model_name, host="127.0.0.1", rest_port=8501, grpc_port=8500,
+                 poll_seconds=1.0, num_versions=1, batching=None, max_body_bytes=64 << 20, recognizer=None):
+        from serving.batching import Batcher
+        from serving.grpc_service import make_grpc_server
+        from serving.model_manager import ModelManager
+        from serving.rest import RestServer
+        from serving.service import ScoringService
+
+        self.manager = ModelManager(model_base_path, model_name, poll_seconds, num_versions).start()
+        if not self.manager.ready:
+            logging.warning("no servable version under %s yet; waiting for one", model_base_path)
+        self.batcher = Batcher(**batching) if batching is not None else None
+        self.service = ScoringService(self.manager, self.batcher)
+        if recognizer is not None:
+            recognizer.bind(self.service)
+        self.rest = self.grpc = None
+        self.rest_port = self.grpc_port = None
+        if rest_port >= 0:
+            self.rest = RestServer((host, rest_port), self.service, recognizer, max_body_bytes)
+            self.rest_port = self.rest.port
+            self._rest_thread = threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True)
+            self._rest_thread.start()
+        if grpc_port >= 0:
+            self.grpc, self.grpc_port = make_grpc_server(self.service, f"{host}:{grpc_port}", max_body_bytes)
+        logging.info("serving %s: REST %s:%s, gRPC %s:%s", model_name, host, self.rest_port, host, self.grpc_port)
+
+    def stop(self, grace_seconds=10.0):
+        """Graceful shutdown: stop accepting, let in-flight requests finish (up to `grace_seconds`), stop."""
+        done = None
+        if self.grpc is not None:
+            done = self.grpc.stop(grace_seconds)
+        if self.rest is not None:
+            self.rest.shutdown()  # stops the accept loop; handler threads keep running
+            deadline = time.monotonic() + grace_seconds
+            while self.rest.active_requests() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.rest.server_close()
+        if done is not None:
+            done.wait(grace_seconds)
+        if self.batcher is not None:
+            self.batcher.close()
+        self.manager.stop()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    recognizer = None
+    if FLAGS.graph_dir:
+        from serving.recognize import Recognizer
+
+        recognizer = Recognizer(FLAGS.graph_dir, acoustic_scale=FLAGS.acoustic_scale, beam=FLAGS.beam)
+    batching = None
+    if FLAGS.enable_batching:
+        batching = dict(max_batch_size=FLAGS.max_batch_size, batch_timeout_s=FLAGS.batch_timeout_micros / 1e6,
+                        max_enqueued=FLAGS.max_enqueued_batches, num_threads=FLAGS.num_batch_threads)
+    server = Server(FLAGS.model_base_path, FLAGS.model_name, FLAGS.host, FLAGS.rest_api_port, FLAGS.port,
+                    FLAGS.file_system_poll_wait_seconds, FLAGS.num_versions, batching, FLAGS.max_body_bytes,
+                    recognizer)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    # Machine-readable line for scripts and tests that start the server with port 0.
+    print(f"crnn-serve ready rest_port={server.rest_port} grpc_port={server.grpc_port}", flush=True)
+    while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
+        pass
+    logging.info("shutting down")
+    server.stop(FLAGS.shutdown_grace_seconds)
+    print("crnn-serve stopped", flush=True)
+
+
+def run():
+    """Console-script entry point (`crnn-serve`)."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

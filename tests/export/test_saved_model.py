@@ -1,0 +1,166 @@
+"""SavedModel export: layout, metadata, signatures equal in-process scoring, streaming, plain-TF reload."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from crnn_tf.export import (
+    ExportMetadata, StreamingScorer, export_saved_model, next_version, read_metadata, score_utterance)
+from tests.export import helpers
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported():
+    model, base, path = helpers.exported()
+    return model, path, tf.saved_model.load(str(path))
+
+
+def _call(signature, **inputs):
+    return {name: value.numpy() for name, value in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def test_layout_and_metadata(exported):
+    _, path, _ = exported
+    assert path.name == "1" and path.parent.name == helpers.MODEL_NAME
+    assert {"assets", "saved_model.pb", "variables"} <= set(os.listdir(path))
+    meta = read_metadata(path)
+    assert meta.num_senones == helpers.NUM_TARGETS and meta.feature_dim == helpers.DIM
+    assert meta.label_delay == helpers.LABEL_DELAY and meta.prior_scale == pytest.approx(helpers.PRIOR_SCALE)
+    np.testing.assert_allclose(meta.log_priors, helpers.log_prior(), rtol=1e-6)
+    assert meta.feature_config["num_mel_bins"] == helpers.NUM_BANDS - 1
+    assert meta.model_spec == helpers.SPEC and meta.manifest_hash == "abc123"
+    assert meta.signatures == ["serving_default", "stream_step", "waveform"]
+    # CLSTM state per patch: (11 - 8 + 1) = 4 patches; then the Lstm16P8.
+    assert [(s["name"].rsplit("_", 1)[1], s["shape"]) for s in meta.states] == [
+        ("c", [4, 8]), ("r", [4, 4]), ("c", [16]), ("r", [8])]
+    assert not [p for p in os.listdir(path.parent) if p.startswith(".tmp")]  # staging dir cleaned up
+    assert next_version(path.parent) == 2
+
+
+def test_serving_default_equals_in_process_scoring(exported):
+    model, _, loaded = exported
+    features, lengths = helpers.batch([13, 7, 1])
+    got = _call(loaded.signatures["serving_default"], features=features, lengths=lengths)
+    want = helpers.reference(model, features, lengths)
+    for name in ("log_likelihoods", "log_posteriors"):
+        assert got[name].shape == (3, 13, helpers.NUM_TARGETS)
+        np.testing.assert_allclose(got[name], want[name], atol=ATOL)
+    assert not got["log_likelihoods"][1, 7:].any()  # padding masked
+    # prior relation: log_likelihoods = log_posteriors - scale * log_prior on valid frames
+    np.testing.assert_allclose(got["log_likelihoods"][0], got["log_posteriors"][0]
+                               - helpers.PRIOR_SCALE * helpers.log_prior(), atol=ATOL)
+
+
+def test_padding_content_does_not_matter(exported):
+    _, _, loaded = exported
+    features, lengths = helpers.batch([9, 4])
+    noisy = features.copy()
+    noisy[1, 4:] = 1e3
+    a = _call(loaded.signatures["serving_default"], features=features, lengths=lengths)
+    b = _call(loaded.signatures["serving_default"], features=noisy, lengths=lengths)
+    np.testing.assert_allclose(a["log_likelihoods"], b["log_likelihoods"], atol=ATOL)
+
+
+def test_bad_lengths_are_invalid_argument(exported):
+    _, _, loaded = exported
+    features, _ = helpers.batch([5])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="lengths must not exceed"):
+        _call(loaded.signatures["serving_default"], features=features, lengths=np.array([6], np.int32))
+
+
+@pytest.mark.parametrize("chunk", [4, 15])
+def test_stream_step_chunks_equal_whole_utterance(exported, chunk):
+    _, path, loaded = exported
+    meta = read_metadata(path)
+    features, lengths = helpers.batch([23])
+    whole = _call(loaded.signatures["serving_default"], features=features, lengths=lengths)["log_likelihoods"]
+    scorer = StreamingScorer(lambda inputs: _call(loaded.signatures["stream_step"], **inputs), meta.states,
+                             meta.label_delay)
+    parts = [scorer.push(features[:, start:start + chunk]) for start in range(0, 23, chunk)]
+    parts.append(scorer.flush())
+    streamed = np.concatenate(parts, axis=1)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=ATOL)
+
+
+def test_waveform_signature_equals_features_path(exported):
+    from crnn_tf.features import compute_features
+
+    _, _, loaded = exported
+    rng = np.random.default_rng(3)
+    waves = (rng.normal(size=(2, 3000)) * 1000).astype(np.float32)
+    lengths = np.array([3000, 1900], np.int32)
+    got = _call(loaded.signatures["waveform"], waveforms=waves, lengths=lengths)
+    feats, frames = compute_features(waves, lengths, helpers.feature_config())
+    assert got["num_frames"].tolist() == frames.numpy().tolist() == [36, 22]
+    want = _call(loaded.signatures["serving_default"], features=feats.numpy(), lengths=frames.numpy())
+    assert got["log_likelihoods"].shape == (2, 36, helpers.NUM_TARGETS)
+    np.testing.assert_allclose(got["log_likelihoods"], want["log_likelihoods"], atol=ATOL)
+
+
+def test_fresh_process_without_crnn_tf_and_saved_model_cli(exported, tmp_path):
+    model, path, _ = exported
+    features, lengths = helpers.batch([11, 6], seed=5)
+    np.savez(tmp_path / "in.npz", features=features, lengths=lengths)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, tensorflow as tf
+        loaded = tf.saved_model.load({str(path)!r})
+        data = np.load({str(tmp_path / 'in.npz')!r})
+        out = loaded.signatures["serving_default"](features=tf.constant(data["features"]),
+                                                   lengths=tf.constant(data["lengths"]))
+        np.save({str(tmp_path / 'out.npy')!r}, out["log_likelihoods"].numpy())
+        assert not [m for m in sys.modules if m.startswith("crnn_tf")], "crnn_tf was imported"
+        print("OK", sorted(loaded.signatures))
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                            cwd=str(tmp_path), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "OK ['serving_default', 'stream_step', 'waveform']" in result.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"),
+                               helpers.reference(model, features, lengths)["log_likelihoods"], atol=ATOL)
+
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", str(path), "--all"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for key in ("signature_def['serving_default']", "signature_def['waveform']", "signature_def['stream_step']",
+                "outputs['log_likelihoods']", "inputs['lengths']"):
+        assert key in shown.stdout
+
+
+def test_spliced_model_has_no_stream_step_and_scores_exactly(tmp_path):
+    model = helpers.make_model(spec="ReLU16+ReLU16")
+    path = helpers.export(model, tmp_path, signatures=("serving_default", "stream_step"), label_delay=0)
+    meta = read_metadata(path)
+    assert meta.signatures == ["serving_default"] and meta.states == []
+    loaded = tf.saved_model.load(str(path))
+    features, lengths = helpers.batch([12, 5])
+    got = _call(loaded.signatures["serving_default"], features=features, lengths=lengths)
+    for row, length in enumerate(lengths):  # edge replication at each utterance's own end
+        ref = score_utterance(model, features[row, :length], log_prior=helpers.log_prior(),
+                              prior_scale=helpers.PRIOR_SCALE, label_delay=0)
+        np.testing.assert_allclose(got["log_likelihoods"][row, :length], ref["log_likelihoods"], atol=ATOL)
+
+
+def test_export_refuses_bad_arguments(tmp_path):
+    model = helpers.make_model()
+    with pytest.raises(ValueError, match="unknown signatures"):
+        export_saved_model(model, tmp_path, "m", signatures=("nope",))
+    with pytest.raises(ValueError, match="log_prior has shape"):
+        export_saved_model(model, tmp_path, "m", log_prior=np.zeros(3))
+    with pytest.raises(ValueError, match="none of the requested signatures"):
+        export_saved_model(model, tmp_path, "m", signatures=("waveform",))  # no feature config
+
+
+def test_metadata_round_trip():
+    meta = ExportMetadata(num_senones=3, feature_dim=9, states=[{"name": "a_c", "shape": [2]}])
+    assert ExportMetadata.from_json(meta.to_json()) == meta
+    assert json.loads(meta.to_json())["num_senones"] == 3

@@ -1,0 +1,237 @@
+"""The TF-Serving-compatible server, called with the official gRPC stubs and plain HTTP on 127.0.0.1."""
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
+
+from crnn_tf.export import StreamingScorer, read_metadata
+from serving.model_manager import wait_for
+from serving.server import Server
+from tests.export import helpers
+
+ATOL = 1e-5
+NAME = helpers.MODEL_NAME
+MAX_BODY = 200_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model, export_base, _ = helpers.exported()
+    base = tmp_path_factory.mktemp("models")
+    shutil.copytree(os.path.join(export_base, NAME, "1"), base / NAME / "1")
+    srv = Server(str(base / NAME), NAME, rest_port=0, grpc_port=0, poll_seconds=0.2, max_body_bytes=MAX_BODY,
+                 batching=dict(max_batch_size=8, batch_timeout_s=0.005))
+    channel = grpc.insecure_channel(f"127.0.0.1:{srv.grpc_port}")
+    srv.model, srv.base = model, base
+    srv.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    srv.status_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    yield srv
+    channel.close()
+    srv.stop(grace_seconds=2)
+
+
+def http_call(srv, method, path, body=None, raw=None):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.rest_port, timeout=60)
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = json.loads(response.read() or b"null")
+    conn.close()
+    return response.status, payload
+
+
+def grpc_predict(srv, inputs, signature="", version=None, name=NAME, output_filter=()):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    request.output_filter.extend(output_filter)
+    response = srv.stub.Predict(request, timeout=60)
+    return response, {key: tf.make_ndarray(t) for key, t in response.outputs.items()}
+
+
+def test_grpc_predict_equals_in_process(server):
+    features, lengths = helpers.batch([10, 4, 7])
+    response, outputs = grpc_predict(server, {"features": features, "lengths": lengths})
+    want = helpers.reference(server.model, features, lengths)
+    assert response.model_spec.version.value == 1 and response.model_spec.signature_name == "serving_default"
+    for key in ("log_likelihoods", "log_posteriors"):
+        np.testing.assert_allclose(outputs[key], want[key], atol=ATOL)
+    _, filtered = grpc_predict(server, {"features": features, "lengths": lengths}, output_filter=["log_posteriors"])
+    assert list(filtered) == ["log_posteriors"]
+
+
+def test_rest_row_and_columnar_equal_in_process(server):
+    features, lengths = helpers.batch([6, 3], seed=1)
+    want = helpers.reference(server.model, features, lengths)
+    instances = [{"features": f.tolist(), "lengths": int(n)} for f, n in zip(features, lengths)]
+    status, body = http_call(server, "POST", f"/v1/models/{NAME}:predict", {"instances": instances})
+    assert status == 200, body
+    assert len(body["predictions"]) == 2 and set(body["predictions"][0]) == {"log_likelihoods", "log_posteriors"}
+    np.testing.assert_allclose([p["log_likelihoods"] for p in body["predictions"]], want["log_likelihoods"],
+                               atol=ATOL)
+    status, body = http_call(server, "POST", f"/v1/models/{NAME}/versions/1:predict",
+                             {"signature_name": "serving_default",
+                              "inputs": {"features": features.tolist(), "lengths": lengths.tolist()}})
+    assert status == 200, body
+    np.testing.assert_allclose(body["outputs"]["log_posteriors"], want["log_posteriors"], atol=ATOL)
+
+
+def test_status_metadata_health(server):
+    status, body = http_call(server, "GET", f"/v1/models/{NAME}")
+    assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+    assert body["model_version_status"][0]["status"]["error_code"] == "OK"
+    status, body = http_call(server, "GET", f"/v1/models/{NAME}/metadata")
+    assert status == 200 and body["model_spec"]["name"] == NAME
+    defs = body["metadata"]["signature_def"]["signature_def"]
+    assert set(defs) == {"serving_default", "waveform", "stream_step"}
+    assert defs["serving_default"]["inputs"]["features"]["dtype"] == "DT_FLOAT"
+    assert http_call(server, "GET", "/healthz")[0] == 200
+
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = NAME
+    response = server.stub.GetModelMetadata(request, timeout=30)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(signature_map)
+    assert set(signature_map.signature_def) == {"serving_default", "waveform", "stream_step"}
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = NAME
+    statuses = server.status_stub.GetModelStatus(status_request, timeout=30).model_version_status
+    assert statuses[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def test_concurrent_requests_are_batched_and_exact(server):
+    cases = [helpers.batch([n], seed=n) for n in (3, 9, 5, 12, 1, 8, 6, 10)]
+
+    def call(case):
+        return grpc_predict(server, {"features": case[0], "lengths": case[1]})[1]["log_likelihoods"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, cases))
+    for (features, lengths), got in zip(cases, results):
+        assert got.shape == (1, lengths[0], helpers.NUM_TARGETS)
+        np.testing.assert_allclose(got, helpers.reference(server.model, features, lengths)["log_likelihoods"],
+                                   atol=ATOL)
+
+
+def test_stream_step_over_grpc_equals_whole(server):
+    meta = read_metadata(server.base / NAME / "1")
+    features, lengths = helpers.batch([17], seed=9)
+
+    def step(inputs):
+        return grpc_predict(server, inputs, signature="stream_step")[1]
+
+    scorer = StreamingScorer(step, meta.states, meta.label_delay)
+    streamed = np.concatenate([scorer.push(features[:, i:i + 5]) for i in range(0, 17, 5)] + [scorer.flush()], 1)
+    np.testing.assert_allclose(streamed, helpers.reference(server.model, features, lengths)["log_likelihoods"],
+                               atol=ATOL)
+
+
+GOOD = {"inputs": {"features": np.ones((1, 3, helpers.DIM)).tolist(), "lengths": [3]}}
+
+
+def _inputs(**override):
+    body = {"features": np.ones((1, 3, helpers.DIM)).tolist(), "lengths": [3]}
+    body.update(override)
+    return {"inputs": body}
+
+
+@pytest.mark.parametrize("path,raw,status,message", [
+    (f"/v1/models/{NAME}:predict", b"{not json", 400, "JSON Parse error"),
+    (f"/v1/models/{NAME}:predict", json.dumps({"foo": 1}).encode(), 400, "Missing 'instances' or 'inputs'"),
+    (f"/v1/models/{NAME}:predict", json.dumps({**GOOD, "instances": [1]}).encode(), 400, "Not both"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(features="abc")).encode(), 400, "expects float"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(features=[1.0, 2.0])).encode(), 400, "must have rank 3"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(features=np.ones((1, 3, 5)).tolist())).encode(), 400,
+     "must have shape"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(lengths=[2.5])).encode(), 400, "expects int32"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(lengths=[4])).encode(), 400, "lengths must not exceed"),
+    (f"/v1/models/{NAME}:predict", json.dumps(_inputs(extra=[1])).encode(), 400, "alias not found"),
+    (f"/v1/models/{NAME}:predict", json.dumps({"inputs": {"features": [[[1.0]]]}}).encode(), 400,
+     "Missing input"),
+    (f"/v1/models/{NAME}:predict",
+     json.dumps(_inputs(features=[[[float("nan")] * helpers.DIM] * 3])).encode(), 400, "NaN or Inf"),
+    (f"/v1/models/{NAME}:predict", json.dumps({**GOOD, "signature_name": "nope"}).encode(), 400,
+     'Serving signature name: "nope" not found'),
+    ("/v1/models/other:predict", json.dumps(GOOD).encode(), 404, "Servable not found for request: Latest(other)"),
+    (f"/v1/models/{NAME}/versions/9:predict", json.dumps(GOOD).encode(), 404, f"Specific({NAME}, 9)"),
+    (f"/v1/models/{NAME}/versions/x:predict", json.dumps(GOOD).encode(), 400, "Failed to convert version"),
+    ("/v2/whatever", json.dumps(GOOD).encode(), 404, "Malformed request"),
+    (f"/v1/models/{NAME}:predict", b" " * (MAX_BODY + 1), 413, "exceeds the limit"),
+])
+def test_bad_rest_requests_then_good_one(server, path, raw, status, message):
+    got_status, body = http_call(server, "POST", path, raw=raw)
+    assert got_status == status, body
+    assert set(body) == {"error"} and message in body["error"]
+    assert http_call(server, "POST", f"/v1/models/{NAME}:predict", GOOD)[0] == 200
+
+
+@pytest.mark.parametrize("kwargs,code,message", [
+    (dict(inputs={"features": np.ones((1, 3, 5), np.float32), "lengths": np.array([3], np.int32)}),
+     grpc.StatusCode.INVALID_ARGUMENT, "must have shape"),
+    (dict(inputs={"features": np.ones((1, 3, helpers.DIM), np.float64) * np.inf, "lengths": np.array([3])}),
+     grpc.StatusCode.INVALID_ARGUMENT, "NaN or Inf"),
+    (dict(inputs={"features": np.ones((1, 3, helpers.DIM), np.float32), "lengths": np.array([3], np.int32)},
+          name="other"), grpc.StatusCode.NOT_FOUND, "Servable not found"),
+    (dict(inputs={"features": np.ones((1, 3, helpers.DIM), np.float32), "lengths": np.array([3], np.int32)},
+          signature="nope"), grpc.StatusCode.INVALID_ARGUMENT, "not found in signature def"),
+    (dict(inputs={"features": np.ones((1, 2000, helpers.DIM), np.float32), "lengths": np.array([3], np.int32)}),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+])
+def test_bad_grpc_requests_then_good_one(server, kwargs, code, message):
+    with pytest.raises(grpc.RpcError) as error:
+        grpc_predict(server, **kwargs)
+    assert error.value.code() == code and message in error.value.details()
+    features, lengths = helpers.batch([4])
+    assert grpc_predict(server, {"features": features, "lengths": lengths})[0].model_spec.version.value >= 1
+
+
+def test_new_version_is_picked_up_without_restart(server):
+    other = helpers.make_model(seed=99)
+    helpers.export(other, server.base, version=2, signatures=("serving_default",))
+    assert wait_for(lambda: server.manager.get(NAME).version == 2, timeout=20)
+    features, lengths = helpers.batch([5])
+    response, outputs = grpc_predict(server, {"features": features, "lengths": lengths})
+    assert response.model_spec.version.value == 2
+    np.testing.assert_allclose(outputs["log_likelihoods"], helpers.reference(other, features, lengths)
+                               ["log_likelihoods"], atol=ATOL)
+    status, body = http_call(server, "GET", f"/v1/models/{NAME}")
+    assert [(s["version"], s["state"]) for s in body["model_version_status"]] == [("2", "AVAILABLE"), ("1", "END")]
+
+
+def test_cli_serves_and_shuts_down_on_sigterm(tmp_path):
+    _, export_base, _ = helpers.exported()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", f"--model_base_path={os.path.join(export_base, NAME)}",
+         f"--model_name={NAME}", "--rest_port=0", "--grpc_port=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=os.getcwd())
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("crnn-serve ready"), line
+        ports = dict(item.split("=") for item in line.split()[2:])
+        conn = http.client.HTTPConnection("127.0.0.1", int(ports["rest_port"]), timeout=30)
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "crnn-serve stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
