@@ -32,6 +32,11 @@ system-deps:
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# RECIPE_ARGS adds crnn-recipe flags, e.g. make demo RECIPE_ARGS="--num_utterances=6000 --epochs=10".
+RECIPE_ARGS ?=
+demo: install
+	$(PY) -m tools.recipe --work_dir=exp/demo --report_dir=report $(RECIPE_ARGS)
+
 bench: install
 	$(PY) bench/run_all.py
 

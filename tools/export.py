@@ -5,10 +5,7 @@ Example:
   crnn-export --model_spec "CLstm8P4+Pool3+Lstm16P8+ReLU16" --num_bands 11 --num_targets 7 \
       --export_base /tmp/models --model_name tiny        # random weights (smoke tests, benchmarks)
 """
-import json
-import os
-
-from absl import app, flags, logging
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "crnn-train model dir (train_config.json, checkpoints/, best/, ...).")
@@ -30,17 +27,12 @@ flags.DEFINE_string("cmvn_stats", None, "Global CMVN statistics (.npy, [2, num_b
 flags.mark_flag_as_required("export_base")
 
 
-def _has_recurrence(model):
-    return any("return_state" in layer.get_config() for layer in model.layers)
-
-
 def export_from_flags():
     """Loads what the flags name and exports it; returns the version directory."""
     import numpy as np
 
-    from crnn_tf.export import export_saved_model
+    from crnn_tf.export import export_saved_model, export_trained
     from crnn_tf.features import FeatureConfig
-    from crnn_tf.hmm.priors import log_priors
 
     cmvn_stats = None if FLAGS.cmvn_stats is None else np.load(FLAGS.cmvn_stats)
     if FLAGS.model_spec:
@@ -56,25 +48,9 @@ def export_from_flags():
             signatures=FLAGS.signatures, extra={"random_weights": True})
     if not FLAGS.model_dir:
         raise app.UsageError("give --model_dir (a trained model) or --model_spec (random weights)")
-    from crnn_tf.train.checkpoints import FEATURE_CONFIG_NAME, PRIOR_COUNTS_NAME, load_trained_model
-
-    model, config = load_trained_model(FLAGS.model_dir, FLAGS.which)
-    feature_path = os.path.join(FLAGS.model_dir, FEATURE_CONFIG_NAME)
-    feature_config = FeatureConfig.from_json(open(feature_path).read()) if os.path.exists(feature_path) else None
-    counts_path = os.path.join(FLAGS.model_dir, PRIOR_COUNTS_NAME)
-    counts = np.load(counts_path) if os.path.exists(counts_path) else None
-    if counts is None:
-        logging.warning("%s not found: exporting without priors (log_likelihoods = log_posteriors)", counts_path)
-    # The trainer applies the label delay to recurrent nets only (feed-forward nets train on centred windows).
-    label_delay = config.label_delay if _has_recurrence(model) else 0
-    return export_saved_model(
-        model, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
-        log_prior=None if counts is None else log_priors(counts, FLAGS.prior_floor), prior_scale=FLAGS.prior_scale,
-        label_delay=label_delay, feature_config=feature_config, cmvn_stats=cmvn_stats,
-        model_spec=config.model_spec, manifest_hash=config.train_manifest_hash or None,
-        prior_counts=counts, prior_floor=FLAGS.prior_floor, num_bands=config.num_bands,
-        num_streams=config.num_streams, compute_dtype=FLAGS.compute_dtype, signatures=FLAGS.signatures,
-        extra={"train_config": json.loads(json.dumps(config.__dict__, default=str)), "checkpoint": FLAGS.which})
+    return export_trained(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version, which=FLAGS.which,
+                          prior_scale=FLAGS.prior_scale, prior_floor=FLAGS.prior_floor,
+                          compute_dtype=FLAGS.compute_dtype, signatures=FLAGS.signatures, cmvn_stats=cmvn_stats)
 
 
 def main(argv):

@@ -10,9 +10,10 @@ from crnn_tf.export.saved_model import (
     ALL_SIGNATURES, METADATA_FILE, ExportMetadata, export_saved_model, next_version, read_metadata)
 from crnn_tf.export.signatures import LOG_LIKELIHOODS, LOG_POSTERIORS, score_utterance
 from crnn_tf.export.streaming import StreamingScorer
+from crnn_tf.export.trained import export_trained
 
 __all__ = [
     "ALL_SIGNATURES", "LOG_LIKELIHOODS", "LOG_POSTERIORS", "METADATA_FILE", "ExportMetadata", "LayerChain",
-    "NotStreamableError", "StreamingScorer", "export_saved_model", "next_version", "read_metadata",
+    "NotStreamableError", "StreamingScorer", "export_saved_model", "export_trained", "next_version", "read_metadata",
     "score_utterance",
 ]

@@ -1,0 +1,56 @@
+"""Export of a `crnn-train` model dir: weights, priors, feature config and label delay travel together."""
+import json
+import os
+
+from absl import logging
+
+from crnn_tf.export.saved_model import ALL_SIGNATURES, export_saved_model
+
+
+def _has_recurrence(model):
+    return any("return_state" in layer.get_config() for layer in model.layers)
+
+
+def export_trained(model_dir, export_base, model_name, version=None, *, which="best", prior_scale=1.0,
+                   prior_floor=1e-8, compute_dtype=None, signatures=ALL_SIGNATURES, cmvn_stats=None):
+    """Exports a trained model dir as `export_base/model_name/version/` (TF Serving layout).
+
+    Args:
+      model_dir: a `crnn-train` model dir (train_config.json, feature_config.json, prior_counts.npy, best/, ...).
+      export_base, model_name, version: where to write; version None = one more than the newest.
+      which: "best" (best dev frame accuracy) or "latest" checkpoint. Default "best".
+      prior_scale: scale of the log priors subtracted from the log posteriors. Default 1.0.
+      prior_floor: relative prior floor (`crnn_tf.hmm.priors.log_priors`). Default 1e-8.
+      compute_dtype: None/"float32" or "bfloat16". Default None.
+      signatures: which of `ALL_SIGNATURES`. Default all.
+      cmvn_stats: global CMVN statistics for a `cmvn="global"` feature config's waveform signature. Default None.
+
+    Returns:
+      pathlib.Path of the version directory.
+    """
+    import numpy as np
+
+    from crnn_tf.features import FeatureConfig
+    from crnn_tf.hmm.priors import log_priors
+    from crnn_tf.train.checkpoints import FEATURE_CONFIG_NAME, PRIOR_COUNTS_NAME, load_trained_model
+
+    model, config = load_trained_model(model_dir, which)
+    feature_path = os.path.join(model_dir, FEATURE_CONFIG_NAME)
+    feature_config = None
+    if os.path.exists(feature_path):
+        with open(feature_path) as f:
+            feature_config = FeatureConfig.from_json(f.read())
+    counts_path = os.path.join(model_dir, PRIOR_COUNTS_NAME)
+    counts = np.load(counts_path) if os.path.exists(counts_path) else None
+    if counts is None:
+        logging.warning("%s not found: exporting without priors (log_likelihoods = log_posteriors)", counts_path)
+    # The trainer delays labels for recurrent nets only (feed-forward nets train on centred windows).
+    label_delay = config.label_delay if _has_recurrence(model) else 0
+    return export_saved_model(
+        model, export_base, model_name, version,
+        log_prior=None if counts is None else log_priors(counts, prior_floor), prior_scale=prior_scale,
+        label_delay=label_delay, feature_config=feature_config, cmvn_stats=cmvn_stats,
+        model_spec=config.model_spec, manifest_hash=config.train_manifest_hash or None,
+        prior_counts=counts, prior_floor=prior_floor, num_bands=config.num_bands,
+        num_streams=config.num_streams, compute_dtype=compute_dtype, signatures=signatures,
+        extra={"train_config": json.loads(json.dumps(config.__dict__, default=str)), "checkpoint": which})
