@@ -1,0 +1,372 @@
+"""Monophone GMM-HMM training and forced alignment (Kaldi's train_mono.sh, in-process).
+
+Initialisation either from the corpus's phone timings (``init="timings"``: each phone's frames split equally over its
+3 states; robust on tiny data, where flat start with optional silence can get stuck) or a flat start (``"flat"``:
+global mean/variance, equally spaced alignment of each utterance's training graph, as align-equal-compiled). Then
+EM: realign (Viterbi with kaldi-hmm-gmm's aligner on a DecodableCtc of ``acoustic_scale * loglik``), re-estimate
+GMMs and transition probabilities, grow mixtures.
+
+Outputs in `out_dir`: final.mdl (Kaldi text: TransitionModel + AmDiagGmm), tree, ali.ark (transition ids, Kaldi
+ali format), pdf_ali.ark (pdf ids = network labels, one per feature frame), prior_counts (Kaldi text vector),
+phones.txt, and train.json (configuration and statistics).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+
+import kaldi_hmm_gmm as khg
+import kaldifst
+import kaldi_native_io as kio
+import numpy as np
+
+from crnn_tf.hmm import model as hmm_model
+from crnn_tf.hmm import priors as hmm_priors
+from crnn_tf.hmm.features import compute_features, read_table
+from crnn_tf.hmm.gmm import DiagGmmSet
+from crnn_tf.hmm.lang import Lang
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Monophone training options (defaults follow Kaldi's train_mono.sh, scaled down for small corpora).
+
+    Attributes:
+      init: "timings" (from <data>/phone_times.ctm, default) or "flat".
+      num_iters: EM iterations (default 20).
+      realign_iters: iterations that start with a realignment (default 1-10, 12, 14, 16, 18).
+      max_gauss: total Gaussians to grow to (default 1000).
+      gauss_increase_iters: mixtures grow during the first this many iterations (default 15).
+      acoustic_scale / transition_scale / self_loop_scale: aligner scales (default 0.1 / 1.0 / 0.1).
+      beam / retry_beam: aligner beams (default 10 / 40).
+    """
+
+    init: str = "timings"
+    num_iters: int = 20
+    realign_iters: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18)
+    max_gauss: int = 1000
+    gauss_increase_iters: int = 15
+    acoustic_scale: float = 0.1
+    transition_scale: float = 1.0
+    self_loop_scale: float = 0.1
+    beam: float = 10.0
+    retry_beam: float = 40.0
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train_mono` produced (paths) and how it went."""
+
+    out_dir: str
+    model: str
+    ali: str
+    pdf_ali: str
+    prior_counts: str
+    tree: str
+    num_pdfs: int
+    num_frames: int
+    failed_utts: list[str]
+    oov_count: int
+    seconds: float
+    phone_agreement: float | None = None
+
+
+def _ctm_pdf_alignment(segments, num_frames, phone_ids, tm, utt):
+    """pdf ids per frame from reference phone timings: each phone's frames split equally over its HMM states."""
+    from crnn_tf.corpus.make import frame_phones
+
+    labels = frame_phones(segments, num_frames)
+    pdfs = np.empty(num_frames, np.int32)
+    t = 0
+    while t < num_frames:
+        end = t
+        while end < num_frames and labels[end] == labels[t]:
+            end += 1
+        if labels[t] not in phone_ids:
+            raise ValueError(f"utterance {utt}: phone {labels[t]!r} of the timings is not in phones.txt")
+        phone = phone_ids[labels[t]]
+        n_states = tm.topo.num_pdf_classes(phone)
+        for k, s in enumerate(np.array_split(np.arange(t, end), n_states) if end - t >= n_states else
+                              [np.arange(t, end)]):
+            pdfs[s] = _pdf_of(tm, phone, min(k, n_states - 1))
+        t = end
+    return pdfs
+
+
+def _pdf_of(tm, phone, hmm_state):
+    table = getattr(tm, "_crnn_state_pdf", None)
+    if table is None:
+        table = {}
+        for tup in tm.tuples:
+            ph, st, fpdf, _ = tup.__getstate__()  # (phone, hmm_state, forward_pdf, self_loop_pdf)
+            table[(ph, st)] = fpdf
+    if (phone, hmm_state) not in table:
+        raise ValueError(f"phone {phone} state {hmm_state} is not in the transition model")
+    return table[(phone, hmm_state)]
+
+
+def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig | None = None) -> TrainResult:
+    """Trains a monophone GMM-HMM on a Kaldi data dir and writes alignments, model and prior counts.
+
+    Args:
+      data_dir: Kaldi data dir (wav.scp, text, utt2spk; phone_times.ctm for init="timings").
+      lang_dir: from `crnn_tf.hmm.lang.prepare_lang`.
+      out_dir: output directory (see module docstring).
+      config: TrainConfig (default TrainConfig()).
+
+    Returns:
+      TrainResult; phone_agreement is filled when the data dir has phone_times.ctm.
+
+    Example:
+      >>> res = train_mono("corpus/train", "exp/lang", "exp/mono")
+      >>> res.pdf_ali
+      'exp/mono/pdf_ali.ark'
+    """
+    cfg = config or TrainConfig()
+    start = time.time()
+    lang = Lang(lang_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    topo = khg.HmmTopology()
+    topo.read(open(os.path.join(lang_dir, "topo")).read())
+    tree = hmm_model.monophone_tree(topo)
+    tm = hmm_model.transition_model(topo, tree)
+    t2p = hmm_model.tid2pdf(tm)
+
+    texts = read_table(os.path.join(data_dir, "text"))
+    feats = compute_features(data_dir, sorted(texts))
+    L = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "L.fst"))
+    kaldifst.arcsort(L, sort_type="olabel")
+    compiler = khg.TrainingGraphCompiler(trans_model=tm, ctx_dep=tree, lex_fst=L, disambig_syms=lang.disambig_phones,
+                                         opts=khg.TrainingGraphCompilerOptions())
+    graphs, oov_count = {}, 0
+    for utt in sorted(texts):
+        ids, oovs = lang.word_ids(texts[utt].split(), utt)
+        oov_count += oovs
+        graphs[utt] = compiler.compile_graph_from_text(ids)
+    if oov_count:
+        log.warning("%d words of %s/text are not in the lexicon; mapped to %s", oov_count, data_dir, lang.oov)
+
+    ali: dict[str, np.ndarray] = {}
+    all_frames = np.concatenate(list(feats.values()))
+    gmm = DiagGmmSet.single(tm.num_pdfs, all_frames.mean(0), all_frames.var(0))
+    ctm_path = os.path.join(data_dir, "phone_times.ctm")
+    if cfg.init == "timings":
+        from crnn_tf.corpus.make import read_phone_times
+
+        if not os.path.exists(ctm_path):
+            raise FileNotFoundError(f"init='timings' needs {ctm_path}; use init='flat' for data without timings")
+        times = read_phone_times(ctm_path)
+        pdf_ali = {u: _ctm_pdf_alignment(times[u], len(feats[u]), lang.phones, tm, u) for u in feats}
+    elif cfg.init == "flat":
+        pdf_ali = {}
+        for n, utt in enumerate(sorted(feats)):
+            ok, fst = kaldifst.equal_align(ifst=graphs[utt], length=len(feats[utt]), rand_seed=n, num_retries=10)
+            ok2, tids, _, _ = kaldifst.get_linear_symbol_sequence(fst) if ok else (False, None, None, None)
+            if ok and ok2:
+                ali[utt] = np.asarray(tids, np.int32)
+                pdf_ali[utt] = t2p[ali[utt]]
+    else:
+        raise ValueError(f"TrainConfig.init must be 'timings' or 'flat', not {cfg.init!r}")
+    stats = _accumulate(gmm, feats, pdf_ali)
+    gmm.update(stats)
+    inc = max(0, (cfg.max_gauss - gmm.num_gauss) // max(1, cfg.gauss_increase_iters))
+    target = gmm.num_gauss
+
+    align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
+    failed: list[str] = []
+    for it in range(1, cfg.num_iters + 1):
+        ali, failed, stats = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali,
+                                      realign=it in cfg.realign_iters or not ali)
+        counts = np.bincount(np.concatenate(list(ali.values())), minlength=tm.num_transition_ids + 1)
+        tm.mle_update(counts.astype(np.float64).tolist(), khg.MleTransitionUpdateConfig())
+        pdf_occ = gmm.pdf_occupancy(stats)
+        gmm.update(stats)
+        if it <= cfg.gauss_increase_iters:
+            target = min(cfg.max_gauss, target + inc)
+            gmm.mixup(pdf_occ, target, seed=it)
+        log.info("iter %d: avg loglik/frame %.3f, %d gaussians", it, stats.loglik / max(stats.frames, 1),
+                 gmm.num_gauss)
+    ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali, realign=True, accumulate=False)
+
+    res = _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
+    agreement = None
+    if os.path.exists(ctm_path):
+        agreement = phone_agreement(ali, tm, lang, ctm_path)
+    result = TrainResult(out_dir=out_dir, num_pdfs=tm.num_pdfs, num_frames=int(sum(len(a) for a in ali.values())),
+                         failed_utts=failed, oov_count=oov_count, seconds=round(time.time() - start, 2),
+                         phone_agreement=agreement, **res)
+    with open(os.path.join(out_dir, "train.json"), "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result),
+                   "num_gauss": gmm.num_gauss}, f, indent=1)
+    return result
+
+
+def _accumulate(gmm, feats, pdf_ali):
+    utts = sorted(pdf_ali)
+    stats = gmm.zero_stats()
+    if utts:
+        gmm.accumulate(stats, np.concatenate([feats[u] for u in utts]), np.concatenate([pdf_ali[u] for u in utts]))
+    return stats
+
+
+def _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, previous, realign, accumulate=True):
+    """One pass over the data: optionally Viterbi-realign each utterance, then accumulate GMM statistics.
+
+    A failed alignment keeps the utterance's previous one (if any) and is reported.
+    """
+    ali, failed = {}, []
+    for utt in sorted(feats):
+        if realign:
+            fst = graphs[utt].copy()
+            khg.add_transition_probs(trans_model=tm, transition_scale=cfg.transition_scale,
+                                     self_loop_scale=cfg.self_loop_scale, fst=fst)
+            loglik = gmm.loglik(feats[utt])
+            decodable = khg.DecodableCtc(cfg.acoustic_scale * loglik[:, t2p[1:]])
+            out = khg.align_utterance_wrapper(config=align_cfg, utt=utt, acoustic_scale=cfg.acoustic_scale, fst=fst,
+                                              decodable=decodable, num_done=0, num_error=0, num_retried=0,
+                                              tot_like=0.0, frame_count=0)
+            tids = np.asarray(out[5], np.int32)
+            if len(tids) == len(feats[utt]):
+                ali[utt] = tids
+            else:
+                failed.append(utt)
+        if utt not in ali and utt in previous:
+            ali[utt] = previous[utt]
+    if failed:
+        log.warning("alignment failed for %d utterances (e.g. %s)", len(failed), failed[0])
+    stats = _accumulate(gmm, feats, {u: t2p[a] for u, a in ali.items()}) if accumulate else None
+    return ali, failed, stats
+
+
+def _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir):
+    model = os.path.join(out_dir, "final.mdl")
+    hmm_model.write_model(model, tm, gmm)
+    tree_path = os.path.join(out_dir, "tree")
+    hmm_model.write_tree(tree, tree_path)
+    shutil.copy(os.path.join(lang_dir, "phones.txt"), os.path.join(out_dir, "phones.txt"))
+    ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
+    pdf_ali = {u: t2p[a] for u, a in ali.items()}
+    write_int_ark(ali_path, ali)
+    write_int_ark(pdf_path, pdf_ali)
+    counts = hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs)
+    prior_path = os.path.join(out_dir, "prior_counts")
+    write_prior_counts(prior_path, counts)
+    return dict(model=model, ali=ali_path, pdf_ali=pdf_path, prior_counts=prior_path, tree=tree_path)
+
+
+def write_int_ark(path: str, table: dict[str, np.ndarray]) -> None:
+    """Writes utt -> int32 vector as a binary Kaldi ark (what ali-to-pdf and copy-int-vector read)."""
+    with kio.Int32VectorWriter(f"ark:{path}") as w:
+        for utt in sorted(table):
+            w.write(utt, [int(x) for x in table[utt]])
+
+
+def read_int_ark(path: str) -> dict[str, np.ndarray]:
+    """Reads an ark (or ``ark:``/``scp:`` rspecifier) of int32 vectors."""
+    spec = path if ":" in path.split("/")[0] else f"ark:{path}"
+    out = {}
+    with kio.SequentialInt32VectorReader(spec) as r:
+        for utt, vec in r:
+            out[utt] = np.asarray(vec, np.int32)
+    return out
+
+
+def write_prior_counts(path: str, counts: np.ndarray) -> None:
+    """Kaldi text vector ``[ c0 c1 ... ]`` (the format of nnet1's analyze-counts output / --class-frame-counts)."""
+    with open(path, "w") as f:
+        f.write("[ " + " ".join(str(int(c)) if float(c).is_integer() else repr(float(c)) for c in counts) + " ]\n")
+
+
+def read_prior_counts(path: str) -> np.ndarray:
+    """Reads `write_prior_counts` output (or any Kaldi text vector)."""
+    text = open(path).read().replace("[", " ").replace("]", " ")
+    return np.array(text.split(), np.float64)
+
+
+def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tuple[str, str]:
+    """Accepts Kaldi's own alignments (transition ids) + final.mdl: writes pdf_ali.ark and prior_counts.
+
+    Args:
+      ali_path: ark (or rspecifier) of transition-id alignments, e.g. from ``gunzip -c ali.*.gz``.
+      model_path: the text-format model whose transition ids they are.
+      out_dir: where pdf_ali.ark and prior_counts go.
+
+    Returns:
+      (pdf_ali path, prior_counts path).
+    """
+    tm = hmm_model.read_transition_model(model_path)
+    t2p = hmm_model.tid2pdf(tm)
+    ali = read_int_ark(ali_path)
+    for utt, a in ali.items():
+        if a.size and (a.min() < 1 or a.max() >= len(t2p)):
+            raise ValueError(f"{ali_path}: utterance {utt} has transition id {int(a.max())} outside "
+                             f"[1, {len(t2p) - 1}] of {model_path}: alignment and model do not match")
+    pdf_ali = {u: t2p[a] for u, a in ali.items()}
+    os.makedirs(out_dir, exist_ok=True)
+    pdf_path, prior_path = os.path.join(out_dir, "pdf_ali.ark"), os.path.join(out_dir, "prior_counts")
+    write_int_ark(pdf_path, pdf_ali)
+    write_prior_counts(prior_path, hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs))
+    return pdf_path, prior_path
+
+
+def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -> float:
+    """Fraction of frames whose aligned phone equals the synthesiser's phone (phone_times.ctm).
+
+    Example:
+      >>> phone_agreement(read_int_ark("exp/mono/ali.ark"), tm, Lang("exp/lang"), "corpus/train/phone_times.ctm")
+      0.91
+    """
+    from crnn_tf.corpus.make import frame_phones, read_phone_times
+
+    times = read_phone_times(ctm_path)
+    t2ph = hmm_model.tid2phone(tm)
+    same = total = 0
+    for utt, tids in ali.items():
+        ref = frame_phones(times[utt], len(tids))
+        hyp = [lang.id2phone[p] for p in t2ph[tids]]
+        same += sum(r == h for r, h in zip(ref, hyp))
+        total += len(tids)
+    return same / max(total, 1)
+
+
+def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: TrainConfig | None = None, *,
+                   lm_order: int = 2, lm_texts: list[str] | None = None) -> dict:
+    """The whole HMM side for a data dir: lang (L, G), monophone GMM-HMM + alignment, and the decoding graph.
+
+    Writes ``exp_dir/lang``, ``exp_dir/mono`` (final.mdl, tree, ali.ark, pdf_ali.ark, prior_counts) and
+    ``exp_dir/graph`` (HCLG.fst, words.txt, phones.txt, lexicon.txt, final.mdl).
+
+    Args:
+      data_dir: training data dir.
+      dict_dir: Kaldi dict dir (lexicon.txt, silence_phones.txt, optional_silence.txt, nonsilence_phones.txt).
+      exp_dir: output root.
+      config: TrainConfig (default TrainConfig()).
+      lm_order: n-gram order of G (default 2).
+      lm_texts: Kaldi text files for the LM (default: data_dir/text).
+
+    Returns:
+      dict of paths (lang, model, ali, pdf_ali, prior_counts, graph) plus the TrainResult fields.
+
+    Example:
+      >>> out = align_data_dir("corpus/train", "corpus/dict", "exp")
+      >>> out["pdf_ali"], out["phone_agreement"]
+      ('exp/mono/pdf_ali.ark', 0.90)
+    """
+    from crnn_tf.hmm import graph as hmm_graph
+    from crnn_tf.hmm import lang as hmm_lang
+
+    lang_dir = os.path.join(exp_dir, "lang")
+    hmm_lang.prepare_lang(dict_dir, lang_dir)
+    arpa = os.path.join(exp_dir, "lm.arpa")
+    hmm_lang.train_lm(lm_texts or [os.path.join(data_dir, "text")], arpa, order=lm_order)
+    hmm_lang.make_grammar(lang_dir, arpa)
+    result = train_mono(data_dir, lang_dir, os.path.join(exp_dir, "mono"), config)
+    graph_dir = os.path.join(exp_dir, "graph")
+    hmm_graph.make_hclg(lang_dir, result.model, graph_dir)
+    return dict(dataclasses.asdict(result), lang=lang_dir, graph=graph_dir)

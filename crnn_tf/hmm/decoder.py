@@ -1,0 +1,280 @@
+"""Hybrid DNN-HMM decoding: network log-posteriors -> pseudo log-likelihoods -> HCLG Viterbi beam search.
+
+Like Kaldi nnet1's ``nnet-forward --class-frame-counts | latgen-faster-mapped``: pseudo log-likelihood =
+log posterior - prior_scale * log prior (priors floored as nnet1 does, `crnn_tf.hmm.priors.log_priors`), then
+kaldi-hmm-gmm's LatticeFasterDecoder with a DecodableCtc over ``acoustic_scale * loglik[:, tid2pdf[1:]]`` (the matrix
+decodable maps pdf ids to transition ids, as decode-faster-mapped does).
+
+Works with our graph dir or Kaldi's (HCLG.fst as an OpenFst vector FST, final.mdl in text format, words.txt).
+
+Example:
+    >>> dec = HybridDecoder("exp/mono/graph", prior_counts="exp/mono/prior_counts", acoustic_scale=0.1)
+    >>> res = dec.decode(log_posteriors)            # [T, num_pdfs] float array
+    >>> res.words, res.start_frames, res.end_frames, res.likelihood, res.partial
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import struct
+
+import kaldi_hmm_gmm as khg
+import kaldifst
+import kaldi_native_io as kio
+import numpy as np
+
+from crnn_tf.hmm import model as hmm_model
+from crnn_tf.hmm import priors as hmm_priors
+from crnn_tf.hmm.lang import read_lexicon, read_symbols
+
+log = logging.getLogger(__name__)
+_OPENFST_MAGIC = 2125659606
+
+
+@dataclasses.dataclass
+class DecodeResult:
+    """One utterance's best path.
+
+    Attributes:
+      utt: utterance id.
+      words: recognised words.
+      start_frames, end_frames: per word, first frame and one past the last frame (-1 when the word's phones could
+        not be matched to the lexicon).
+      likelihood: total log-likelihood of the best path (graph score + acoustic_scale * acoustic), as Kaldi logs it.
+      partial: True when no token reached a final state of HCLG (the words are then the best partial hypothesis,
+        possibly empty) — never a silent empty result.
+      num_frames: frames decoded.
+      alignment: transition id per frame of the best path.
+    """
+
+    utt: str
+    words: list[str]
+    start_frames: list[int]
+    end_frames: list[int]
+    likelihood: float
+    partial: bool
+    num_frames: int
+    alignment: np.ndarray = dataclasses.field(repr=False, default_factory=lambda: np.zeros(0, np.int32))
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def read_graph(path: str) -> kaldifst.StdVectorFst:
+    """Reads HCLG.fst; explains how to convert a ConstFst (Kaldi's mkgraph default), which kaldifst cannot read."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"decoding graph {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if len(head) < 8 or struct.unpack("<i", head[:4])[0] != _OPENFST_MAGIC:
+        raise ValueError(f"{path} is not a binary OpenFst file")
+    n = struct.unpack("<i", head[4:8])[0]
+    fst_type = head[8:8 + n].decode(errors="replace")
+    if fst_type != "vector":
+        raise ValueError(f"{path} is an OpenFst '{fst_type}' FST; kaldifst reads only 'vector' FSTs: convert it with "
+                         f"fstconvert --fst_type=vector {path} HCLG.vector.fst")
+    fst = kaldifst.StdVectorFst.read(path)
+    if fst is None:
+        raise ValueError(f"could not read {path} as an FST")
+    return fst
+
+
+class HybridDecoder:
+    """Decodes frame-level network outputs with an HCLG graph.
+
+    Args:
+      graph_dir: directory with HCLG.fst, words.txt and final.mdl (ours or Kaldi's; final.mdl in text format);
+        lexicon.txt (optional) enables per-word frame times.
+      acoustic_scale: scale on acoustic log-likelihoods (default 0.1, nnet1's decode.sh).
+      beam: decoding beam (default 13.0).
+      lattice_beam: lattice beam (default 8.0).
+      max_active: maximum active states per frame (default 7000).
+      prior_counts: None (default: `decode` receives log-likelihoods), a path (Kaldi text vector, e.g. our
+        prior_counts) or an array of pdf counts: `decode` then receives log-posteriors and subtracts
+        prior_scale * log prior.
+      prior_scale: weight on the log prior (default 1.0).
+      prior_floor: relative floor on priors (default 1e-8, as crnn_tf.hmm.priors.log_priors).
+      model_path: transition model file (default graph_dir/final.mdl).
+      hclg, trans_model: already-loaded objects, overriding the files (used for tests and in-process graphs).
+
+    Example:
+      >>> dec = HybridDecoder("exp/mono/graph", prior_counts="exp/mono/prior_counts")
+      >>> dec.decode(np.log(posteriors), utt="u1").words
+      ['ONE', 'TWO']
+    """
+
+    def __init__(self, graph_dir: str, *, acoustic_scale: float = 0.1, beam: float = 13.0,
+                 lattice_beam: float = 8.0, max_active: int = 7000, prior_counts=None, prior_scale: float = 1.0,
+                 prior_floor: float = 1e-8, model_path: str | None = None, hclg=None, trans_model=None):
+        self.graph_dir = graph_dir
+        self.options = dict(acoustic_scale=acoustic_scale, beam=beam, lattice_beam=lattice_beam,
+                            max_active=max_active, prior_scale=prior_scale, prior_floor=prior_floor,
+                            model_path=model_path)
+        self.acoustic_scale = acoustic_scale
+        self.prior_scale = prior_scale
+        self.model_path = model_path or os.path.join(graph_dir, "final.mdl")
+        self.trans_model = trans_model if trans_model is not None else hmm_model.read_transition_model(self.model_path)
+        self.hclg = hclg if hclg is not None else read_graph(os.path.join(graph_dir, "HCLG.fst"))
+        self.words = read_symbols(os.path.join(graph_dir, "words.txt"))
+        self.id2word = {i: w for w, i in self.words.items()}
+        self.phones = read_symbols(os.path.join(graph_dir, "phones.txt")) if os.path.exists(
+            os.path.join(graph_dir, "phones.txt")) else {}
+        self.id2phone = {i: p for p, i in self.phones.items()}
+        lex_path = os.path.join(graph_dir, "lexicon.txt")
+        self.lexicon: dict[str, list[list[str]]] = {}
+        if os.path.exists(lex_path):
+            for w, pron in read_lexicon(lex_path):
+                self.lexicon.setdefault(w, []).append(pron)
+        self.num_pdfs = self.trans_model.num_pdfs
+        self._tid2pdf = hmm_model.tid2pdf(self.trans_model)
+        self._tid_cols = self._tid2pdf[1:]
+        self._tid_phone = hmm_model.tid2phone(self.trans_model)
+        self._tid_state = np.array([0] + [self.trans_model.tuples[self.trans_model.id2state[t] - 1].__getstate__()[1]
+                                          for t in range(1, len(self._tid2pdf))], np.int32)
+        self.log_priors = None
+        if prior_counts is not None:
+            counts = _load_counts(prior_counts)
+            if len(counts) != self.num_pdfs:
+                raise ValueError(f"prior counts have {len(counts)} pdfs but {self.model_path} has {self.num_pdfs}")
+            self.log_priors = hmm_priors.log_priors(counts, floor=prior_floor)
+        config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
+        self._decoder = khg.LatticeFasterDecoder(self.hclg, config)
+
+    def log_likelihoods(self, scores: np.ndarray) -> np.ndarray:
+        """Pseudo log-likelihoods: `scores` minus prior_scale * log prior when priors are set, else unchanged.
+
+        Raises:
+          ValueError: `scores` is not [T, num_pdfs] of the transition model.
+        """
+        scores = np.asarray(scores, np.float32)
+        if scores.ndim != 2 or scores.shape[1] != self.num_pdfs:
+            raise ValueError(f"network output has shape {scores.shape} but {self.model_path} has {self.num_pdfs} "
+                             "pdfs: the model's output layer and the transition model do not match")
+        if self.log_priors is not None:
+            scores = scores - self.prior_scale * self.log_priors
+        return scores
+
+    def decode(self, scores: np.ndarray, utt: str = "utt") -> DecodeResult:
+        """Decodes one utterance.
+
+        Args:
+          scores: [T, num_pdfs] log-posteriors (when the decoder has priors) or log-likelihoods.
+          utt: utterance id (for the result and messages).
+        """
+        loglik = self.log_likelihoods(scores)
+        if not np.all(np.isfinite(loglik)):
+            loglik = np.nan_to_num(loglik, nan=-1e10, neginf=-1e10, posinf=1e10)
+        matrix = np.ascontiguousarray(self.acoustic_scale * loglik[:, self._tid_cols])
+        ok, tids, word_ids, like = khg.decode_utterance_lattice_faster(
+            decoder=self._decoder, decodable=khg.DecodableCtc(matrix), trans_model=self.trans_model, utt=utt,
+            allow_partial=False)
+        partial = not ok
+        if partial:
+            ok, tids, word_ids, like = khg.decode_utterance_lattice_faster(
+                decoder=self._decoder, decodable=khg.DecodableCtc(matrix), trans_model=self.trans_model, utt=utt,
+                allow_partial=True)
+            log.warning("utterance %s: no final state reached; %s", utt,
+                        "partial hypothesis returned" if ok else "no surviving token, empty hypothesis")
+            if not ok:
+                tids, word_ids, like = [], [], float("-inf")
+        words = [self.id2word.get(w, f"<id{w}>") for w in word_ids]
+        tids = np.asarray(tids, np.int32)
+        starts, ends = self._word_times(words, tids)
+        return DecodeResult(utt, words, starts, ends, float(like), partial, len(loglik), tids)
+
+    def _word_times(self, words: list[str], tids: np.ndarray) -> tuple[list[int], list[int]]:
+        """Word frame spans: the best path's phones, matched in order to each word's lexicon pronunciations."""
+        if not words or not len(tids):
+            return [-1] * len(words), [-1] * len(words)
+        phones, states = self._tid_phone[tids], self._tid_state[tids]
+        new = np.ones(len(tids), bool)
+        new[1:] = (phones[1:] != phones[:-1]) | (states[1:] < states[:-1])
+        bounds = list(np.flatnonzero(new)) + [len(tids)]
+        segs = [(_base(self.id2phone.get(int(phones[b]), "")), int(b), int(e)) for b, e in zip(bounds, bounds[1:])]
+        starts, ends, pos = [], [], 0
+        for w in words:
+            span = None
+            for pron in self.lexicon.get(w, []):
+                pron = [_base(p) for p in pron]
+                k = pos
+                while k < len(segs) and segs[k][0] != pron[0]:
+                    k += 1  # skip optional silence before the word
+                if k + len(pron) <= len(segs) and [s[0] for s in segs[k:k + len(pron)]] == pron:
+                    span = (segs[k][1], segs[k + len(pron) - 1][2], k + len(pron))
+                    break
+            if span is None:
+                starts.append(-1)
+                ends.append(-1)
+            else:
+                starts.append(span[0])
+                ends.append(span[1])
+                pos = span[2]
+        return starts, ends
+
+    def decode_many(self, items, num_workers: int | None = None) -> list[DecodeResult]:
+        """Decodes (utt, scores) pairs in parallel processes (each builds its own decoder); order is preserved.
+
+        Args:
+          items: iterable of (utt, [T, num_pdfs] array).
+          num_workers: processes (default os.cpu_count(); 1 decodes in this process).
+        """
+        items = list(items)
+        num_workers = min(num_workers or os.cpu_count() or 1, max(1, len(items)))
+        if num_workers == 1:
+            return [self.decode(x, utt) for utt, x in items]
+        args = (self.graph_dir, self.options, None if self.log_priors is None else np.exp(self.log_priors))
+        with multiprocessing.get_context("spawn").Pool(num_workers, initializer=_init_worker, initargs=args) as pool:
+            return pool.map(_decode_in_worker, items, chunksize=max(1, len(items) // (4 * num_workers)))
+
+
+def _base(phone: str) -> str:
+    """Strips Kaldi word-position suffixes (_B _E _I _S) so position-dependent phone sets match the lexicon."""
+    return phone[:-2] if len(phone) > 2 and phone[-2] == "_" and phone[-1] in "BEIS" else phone
+
+
+def _load_counts(prior_counts) -> np.ndarray:
+    if isinstance(prior_counts, (str, os.PathLike)):
+        text = open(prior_counts).read().replace("[", " ").replace("]", " ")
+        return np.array(text.split(), np.float64)
+    return np.asarray(prior_counts, np.float64)
+
+
+_WORKER: HybridDecoder | None = None
+
+
+def _init_worker(graph_dir, options, priors):
+    global _WORKER
+    opts = dict(options)
+    _WORKER = HybridDecoder(graph_dir, prior_counts=priors, **opts)
+
+
+def _decode_in_worker(item):
+    utt, x = item
+    return _WORKER.decode(x, utt)
+
+
+def write_loglik_ark(path: str, table: dict[str, np.ndarray], scp: str | None = None) -> None:
+    """Writes utt -> [T, num_pdfs] float32 matrices as a binary Kaldi ark (input for latgen-faster-mapped).
+
+    Args:
+      path: ark file.
+      table: utterance -> matrix.
+      scp: optional scp index written alongside.
+    """
+    spec = f"ark,scp:{path},{scp}" if scp else f"ark:{path}"
+    with kio.FloatMatrixWriter(spec) as w:
+        for utt in sorted(table):
+            w.write(utt, np.ascontiguousarray(table[utt], dtype=np.float32))
+
+
+def read_matrix_ark(path: str) -> dict[str, np.ndarray]:
+    """Reads a Kaldi float-matrix ark (or ``ark:``/``scp:`` rspecifier) into utt -> np.ndarray."""
+    spec = path if path.startswith(("ark:", "scp:")) else f"ark:{path}"
+    out = {}
+    with kio.SequentialFloatMatrixReader(spec) as r:
+        for utt, m in r:
+            out[utt] = np.array(m.numpy() if hasattr(m, "numpy") else m, np.float32)  # copy: the reader reuses its buffer
+    return out

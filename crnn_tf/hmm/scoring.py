@@ -1,0 +1,109 @@
+"""WER / CER scoring with kaldialign, per-utterance alignments and a Kaldi compute-wer style summary.
+
+Example:
+    >>> s = score({"u1": ["ONE", "TWO"]}, {"u1": ["ONE", "THREE", "FOUR"]})
+    >>> s.summary()
+    '%WER 100.00 [ 2 / 2, 1 ins, 0 del, 1 sub ]'
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import kaldialign
+
+EPS = "<eps>"
+
+
+@dataclasses.dataclass
+class UttScore:
+    """Edit counts of one utterance and its alignment [(ref or <eps>, hyp or <eps>)]."""
+
+    utt: str
+    ref_len: int
+    ins: int
+    dels: int
+    subs: int
+    alignment: list[tuple[str, str]]
+
+    @property
+    def errors(self) -> int:
+        return self.ins + self.dels + self.subs
+
+
+@dataclasses.dataclass
+class Score:
+    """Totals over a set of utterances (`per_utt` keeps each one's alignment)."""
+
+    unit: str
+    ref_len: int
+    ins: int
+    dels: int
+    subs: int
+    per_utt: list[UttScore]
+    missing: list[str] = dataclasses.field(default_factory=list)
+    oov_count: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.ins + self.dels + self.subs
+
+    @property
+    def rate(self) -> float:
+        """Error rate in percent (100 * errors / reference length)."""
+        return 100.0 * self.errors / max(self.ref_len, 1)
+
+    @property
+    def sentence_errors(self) -> int:
+        return sum(1 for u in self.per_utt if u.errors)
+
+    def summary(self) -> str:
+        """``%WER 12.34 [ 12 / 100, 3 ins, 4 del, 5 sub ]`` (Kaldi compute-wer's first line)."""
+        return (f"%{self.unit} {self.rate:.2f} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dels} del, "
+                f"{self.subs} sub ]")
+
+    def report(self) -> str:
+        """Summary, sentence error rate, OOV count and per-utterance alignments (errors marked)."""
+        n = len(self.per_utt)
+        lines = [self.summary(), f"%SER {100.0 * self.sentence_errors / max(n, 1):.2f} [ {self.sentence_errors} / {n} ]"]
+        if self.oov_count:
+            lines.append(f"OOV words in the references: {self.oov_count}")
+        if self.missing:
+            lines.append(f"utterances with no hypothesis (scored as all deletions): {len(self.missing)}")
+        for u in self.per_utt:
+            ref = " ".join(r if r == h else r.upper() if r != EPS else "***" for r, h in u.alignment)
+            hyp = " ".join(h if r == h else h.upper() if h != EPS else "***" for r, h in u.alignment)
+            lines.append(f"{u.utt} ref {ref}\n{u.utt} hyp {hyp}\n{u.utt} #err {u.errors} "
+                         f"(ins {u.ins} del {u.dels} sub {u.subs})")
+        return "\n".join(lines)
+
+
+def score(refs: dict[str, list[str]], hyps: dict[str, list[str]], unit: str = "WER",
+          oov_words: set[str] | None = None) -> Score:
+    """Scores hypotheses against references (utterances missing from `hyps` count as empty hypotheses).
+
+    Args:
+      refs: utt -> reference tokens.
+      hyps: utt -> hypothesis tokens.
+      unit: "WER" (word tokens as given) or "CER" (tokens are joined and split into characters, spaces dropped).
+      oov_words: vocabulary; reference words outside it are counted in `oov_count` (default: not counted).
+    """
+    per_utt, missing = [], []
+    totals = dict(ref_len=0, ins=0, dels=0, subs=0)
+    oov = 0
+    for utt in sorted(refs):
+        ref = refs[utt]
+        if oov_words is not None:
+            oov += sum(1 for w in ref if w not in oov_words)
+        if utt not in hyps:
+            missing.append(utt)
+        hyp = hyps.get(utt, [])
+        if unit == "CER":
+            ref, hyp = list("".join(ref)), list("".join(hyp))
+        d = kaldialign.edit_distance(ref, hyp)
+        ali = [(r, h) for r, h in kaldialign.align(ref, hyp, EPS)]
+        per_utt.append(UttScore(utt, len(ref), d["ins"], d["del"], d["sub"], ali))
+        totals["ref_len"] += len(ref)
+        totals["ins"] += d["ins"]
+        totals["dels"] += d["del"]
+        totals["subs"] += d["sub"]
+    return Score(unit, per_utt=per_utt, missing=missing, oov_count=oov, **totals)

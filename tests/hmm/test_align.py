@@ -1,0 +1,47 @@
+"""GMM-HMM alignment: agreement with the synthesiser's timings, label/frame contract, priors, Kaldi input."""
+import os
+import wave
+
+import numpy as np
+
+from crnn_tf.hmm import align as A
+from crnn_tf.hmm.features import num_frames, read_table
+
+
+def test_phone_agreement_with_synthesiser_timings(tiny_alignment):
+    # Acceptance: >= 85 % of frames carry the phone the synthesiser produced there.
+    assert tiny_alignment.phone_agreement >= 0.85, tiny_alignment.phone_agreement
+
+
+def test_pdf_alignment_matches_snip_edges_framing(tiny_alignment):
+    pdf = A.read_int_ark(tiny_alignment.pdf_ali)
+    wavs = read_table(tiny_alignment.corpus / "train" / "wav.scp")
+    assert sorted(pdf) == sorted(wavs)
+    for utt, path in wavs.items():
+        with wave.open(path) as w:
+            assert len(pdf[utt]) == num_frames(w.getnframes(), w.getframerate()) == 1 + (w.getnframes() - 200) // 80
+        assert pdf[utt].dtype == np.int32 and 0 <= pdf[utt].min() and pdf[utt].max() < tiny_alignment.num_pdfs
+    counts = A.read_prior_counts(tiny_alignment.prior_counts)
+    assert len(counts) == tiny_alignment.num_pdfs
+    assert counts.sum() == sum(len(v) for v in pdf.values())
+
+
+def test_kaldi_alignment_input(tiny_alignment, tmp_path):
+    # Kaldi's own transition-id alignment + final.mdl -> the same pdf labels and priors as ours.
+    pdf_path, prior_path = A.kaldi_alignment_to_pdfs(tiny_alignment.ali, tiny_alignment.model, str(tmp_path))
+    ours, theirs = A.read_int_ark(tiny_alignment.pdf_ali), A.read_int_ark(pdf_path)
+    assert all(np.array_equal(ours[u], theirs[u]) for u in ours)
+    assert open(prior_path).read() == open(tiny_alignment.prior_counts).read()
+    bad = {"u1": np.array([1, 10 ** 6], np.int32)}
+    A.write_int_ark(str(tmp_path / "bad.ark"), bad)
+    import pytest
+
+    with pytest.raises(ValueError, match="utterance u1 has transition id 1000000 outside"):
+        A.kaldi_alignment_to_pdfs(str(tmp_path / "bad.ark"), tiny_alignment.model, str(tmp_path / "x"))
+
+
+def test_flat_start_runs(tiny_alignment, tmp_path):
+    cfg = A.TrainConfig(init="flat", num_iters=4, realign_iters=(1, 2, 3), max_gauss=100, gauss_increase_iters=3)
+    res = A.train_mono(str(tiny_alignment.corpus / "train"), tiny_alignment.lang_dir, str(tmp_path), cfg)
+    assert not res.failed_utts and os.path.exists(res.pdf_ali)
+    assert res.phone_agreement > 0.5, res.phone_agreement

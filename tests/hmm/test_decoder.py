@@ -1,0 +1,118 @@
+"""Hybrid decoder: oracle decoding, GMM baseline on unseen voices, Kaldi interop, bad input."""
+import os
+
+import kaldi_native_io as kio
+import numpy as np
+import pytest
+
+from crnn_tf.hmm import model as M
+from crnn_tf.hmm.align import read_int_ark
+from crnn_tf.hmm.decoder import HybridDecoder, read_graph, read_matrix_ark, write_loglik_ark
+from crnn_tf.hmm.features import compute_features, read_table
+from crnn_tf.hmm.gmm import DiagGmmSet
+from crnn_tf.hmm.scoring import score
+
+
+def _oracle(pdfs, num_pdfs):
+    """Log-posteriors that put all mass on the reference pdf of each frame."""
+    x = np.full((len(pdfs), num_pdfs), np.log(1e-30), np.float32)  # one-hot, floored
+    x[np.arange(len(pdfs)), pdfs] = 0.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def decoder(tiny_alignment):
+    return HybridDecoder(tiny_alignment.graph_dir, prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+
+
+def test_oracle_posteriors_decode_without_errors(tiny_alignment, decoder):
+    pdf = read_int_ark(tiny_alignment.pdf_ali)
+    text = read_table(tiny_alignment.corpus / "train" / "text")
+    utts = sorted(pdf)[:40]
+    results = [decoder.decode(_oracle(pdf[u], decoder.num_pdfs), u) for u in utts]
+    s = score({u: text[u].split() for u in utts}, {r.utt: r.words for r in results})
+    assert s.errors == 0, s.report()
+    for r in results:
+        assert not r.partial and len(r.alignment) == r.num_frames
+        assert all(0 <= a < b <= r.num_frames for a, b in zip(r.start_frames, r.end_frames))
+        assert all(b <= a for b, a in zip(r.end_frames, r.start_frames[1:]))  # words in order, no overlap
+
+
+def test_word_times_follow_the_synthesiser(tiny_alignment, decoder):
+    from crnn_tf.corpus import read_phone_times
+
+    pdf = read_int_ark(tiny_alignment.pdf_ali)
+    times = read_phone_times(tiny_alignment.corpus / "train" / "phone_times.ctm")
+    utt = sorted(pdf)[0]
+    r = decoder.decode(_oracle(pdf[utt], decoder.num_pdfs), utt)
+    first_speech = next(s for s in times[utt] if s.phone != "SIL")
+    assert abs(r.start_frames[0] * 0.01 - first_speech.start) < 0.06
+
+
+def test_gmm_likelihoods_on_unseen_voices(tiny_alignment):
+    gmm = DiagGmmSet.from_kaldi_text(open(tiny_alignment.model).read().split("</TransitionModel>")[1])
+    test = tiny_alignment.corpus / "test"
+    feats = compute_features(str(test))
+    dec = HybridDecoder(tiny_alignment.graph_dir, acoustic_scale=0.083)  # log-likelihoods: no priors
+    results = dec.decode_many([(u, gmm.loglik(f)) for u, f in sorted(feats.items())], num_workers=2)
+    seq = [dec.decode(gmm.loglik(feats[u]), u) for u in sorted(feats)[:3]]
+    assert [r.words for r in results[:3]] == [r.words for r in seq]  # processes == in-process
+    refs = {u: t.split() for u, t in read_table(test / "text").items()}
+    s = score(refs, {r.utt: r.words for r in results})
+    print(s.summary())
+    assert s.rate < 30.0, s.report()  # 96 training utterances, 8 EM iterations: sane, not good
+
+
+def test_graph_and_model_written_to_disk_decode_identically(tiny_alignment, tmp_path):
+    import shutil
+
+    from crnn_tf.hmm.graph import make_hclg
+
+    tm = M.read_transition_model(tiny_alignment.model)
+    hclg = make_hclg(tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "g"), tm=tm)
+    in_memory = HybridDecoder(str(tmp_path / "g"), hclg=hclg, trans_model=tm)
+    # Re-read everything from disk, from a copy of the directory.
+    shutil.copytree(tmp_path / "g", tmp_path / "copy")
+    from_disk = HybridDecoder(str(tmp_path / "copy"))
+    assert from_disk.hclg.num_states == hclg.num_states
+    rng = np.random.default_rng(0)
+    for n in range(3):
+        x = rng.normal(-5, 3, (120, in_memory.num_pdfs)).astype(np.float32)
+        a, b = in_memory.decode(x, f"r{n}"), from_disk.decode(x, f"r{n}")
+        assert a.words == b.words and np.array_equal(a.alignment, b.alignment)
+        assert a.likelihood == pytest.approx(b.likelihood, abs=1e-3)
+
+
+def test_loglik_ark_is_a_kaldi_matrix_archive(tmp_path, decoder):
+    rng = np.random.default_rng(0)
+    table = {f"u{i}": rng.normal(size=(10 + i, decoder.num_pdfs)).astype(np.float32) for i in range(3)}
+    write_loglik_ark(str(tmp_path / "ll.ark"), table, scp=str(tmp_path / "ll.scp"))
+    with kio.RandomAccessFloatMatrixReader(f"scp:{tmp_path / 'll.scp'}") as r:
+        for utt, m in table.items():
+            np.testing.assert_array_equal(np.asarray(r[utt]), m)
+    back = read_matrix_ark(str(tmp_path / "ll.ark"))
+    assert all(np.array_equal(back[u], table[u]) for u in table)
+
+
+def test_pdf_count_mismatch_is_a_clear_error(decoder):
+    with pytest.raises(ValueError, match=rf"shape \(20, {decoder.num_pdfs + 1}\).*{decoder.num_pdfs} pdfs"):
+        decoder.decode(np.zeros((20, decoder.num_pdfs + 1), np.float32))
+    with pytest.raises(ValueError, match="prior counts have 3 pdfs"):
+        HybridDecoder(decoder.graph_dir, prior_counts=np.ones(3))
+
+
+def test_no_final_state_is_flagged_partial(decoder):
+    # Two frames cannot reach a final state (every word needs >= 3 frames): flagged, not a silent empty result.
+    r = decoder.decode(np.zeros((2, decoder.num_pdfs), np.float32), "short")
+    assert r.partial and r.num_frames == 2
+    ok = decoder.decode(np.zeros((200, decoder.num_pdfs), np.float32), "long")
+    assert not ok.partial
+
+
+def test_const_fst_gets_a_conversion_hint(tmp_path, tiny_alignment):
+    import kaldifst
+
+    fst = kaldifst.StdVectorFst.read(os.path.join(tiny_alignment.graph_dir, "HCLG.fst"))
+    kaldifst.StdConstFst(fst).write(str(tmp_path / "HCLG.fst"))
+    with pytest.raises(ValueError, match="fstconvert --fst_type=vector"):
+        read_graph(str(tmp_path / "HCLG.fst"))

@@ -1,0 +1,73 @@
+"""Model files: transition model text round trip (Kaldi format), tree, GMM against kaldi-hmm-gmm's DiagGmm."""
+import kaldi_hmm_gmm as khg
+import numpy as np
+import pytest
+
+from crnn_tf.hmm import model as M
+from crnn_tf.hmm.gmm import DiagGmmSet
+
+
+def test_transition_model_round_trip(tmp_path):
+    topo = M.make_topology([1, 2, 3, 4, 5])
+    tm = M.transition_model(topo, M.monophone_tree(topo))
+    M.write_model(str(tmp_path / "final.mdl"), tm)
+    tm2 = M.read_transition_model(str(tmp_path / "final.mdl"))
+    a, b = tm.__getstate__(), tm2.__getstate__()
+    assert a[2:6] == b[2:6]  # state2id, id2state, id2pdf, num_pdfs
+    np.testing.assert_allclose(a[6], b[6], atol=1e-5)
+    np.testing.assert_allclose(a[7], b[7], atol=1e-5)
+    assert str(tm) == str(tm2)
+    assert tm2.num_pdfs == 15 and list(M.tid2pdf(tm2)[1:4]) == [0, 0, 1]
+
+
+def test_kaldi_tuples_format_and_binary_error(tmp_path):
+    topo = M.make_topology([1, 2])
+    text = str(M.transition_model(topo, M.monophone_tree(topo)))
+    # Kaldi >= 2019 writes <Tuples> with separate forward / self-loop pdfs.
+    rows = text.split("<Triples> 6 \n")[1].split("</Triples>")[0].split("\n")
+    tuples = "".join(f"{r.strip()} {r.split()[2]}\n" for r in rows if r.strip())
+    (tmp_path / "new.mdl").write_text(text.split("<Triples>")[0] + "<Tuples> 6 \n" + tuples + "</Tuples>"
+                                      + text.split("</Triples>")[1])
+    assert str(M.read_transition_model(str(tmp_path / "new.mdl"))) == text
+    (tmp_path / "bin.mdl").write_bytes(b"\0B<TransitionModel> ")
+    with pytest.raises(ValueError, match="copy-transition-model --binary=false"):
+        M.read_transition_model(str(tmp_path / "bin.mdl"))
+
+
+def test_tree_round_trip(tmp_path):
+    topo = M.make_topology([1, 2, 3])
+    tree = M.monophone_tree(topo)
+    M.write_tree(tree, str(tmp_path / "tree"))
+    tree2 = M.read_tree(str(tmp_path / "tree"))
+    assert (tree2.num_pdfs, tree2.context_width, tree2.central_position) == (9, 1, 0)
+    assert str(tree2) == str(tree)
+
+
+def test_gmm_matches_kaldi_and_round_trips():
+    rng = np.random.default_rng(0)
+    g = DiagGmmSet([np.array([0.3, 0.7]), np.array([1.0])], [rng.normal(size=(2, 4)), rng.normal(size=(1, 4))],
+                   [rng.uniform(0.5, 2, (2, 4)), rng.uniform(0.5, 2, (1, 4))])
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    ll = g.loglik(x)
+    for p in range(2):
+        k = khg.DiagGmm(nmix=len(g.weights[p]), dim=4)
+        k.set_weights(g.weights[p].astype(np.float32))
+        k.set_means(g.means[p].astype(np.float32))
+        k.set_invvars((1 / g.vars[p]).astype(np.float32))
+        k.compute_gconsts()
+        np.testing.assert_allclose([k.log_likelihood(r) for r in x], ll[:, p], atol=1e-4)
+    np.testing.assert_allclose(DiagGmmSet.from_kaldi_text(g.to_kaldi_text()).loglik(x), ll, atol=1e-4)
+
+
+def test_gmm_em_recovers_a_mixture():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-3, 1, (2000, 2)), rng.normal(3, 1, (2000, 2))])
+    g = DiagGmmSet.single(1, x.mean(0), x.var(0))
+    pdfs = np.zeros(len(x), np.int64)
+    for it in range(20):
+        stats = g.zero_stats()
+        g.accumulate(stats, x, pdfs)
+        occ = g.pdf_occupancy(stats)
+        g.update(stats)
+        g.mixup(occ, 2, perturb=0.5, seed=it)
+    assert sorted(np.round(g.means[0][:, 0])) == [-3, 3]

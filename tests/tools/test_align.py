@@ -1,0 +1,29 @@
+"""crnn-align end to end on the tiny corpus (subprocess), and its Kaldi-alignment mode."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from crnn_tf.hmm.align import read_int_ark
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(module, args):
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_align_cli(tiny_corpus, tmp_path):
+    out = _run("tools.align", [f"--data={tiny_corpus / 'train'}", f"--exp={tmp_path}", "--num_iters=4",
+                               "--max_gauss=120"])
+    assert out["phone_agreement"] > 0.8 and not out["failed_utts"]
+    assert os.path.exists(os.path.join(out["graph"], "HCLG.fst"))
+    kaldi = _run("tools.align", [f"--kaldi_ali={tmp_path / 'mono' / 'ali.ark'}", f"--kaldi_model={out['model']}",
+                                 f"--exp={tmp_path / 'k'}"])
+    a, b = read_int_ark(out["pdf_ali"]), read_int_ark(kaldi["pdf_ali"])
+    assert all(np.array_equal(a[u], b[u]) for u in a)

@@ -1,0 +1,51 @@
+"""crnn-align: lang + G + monophone GMM-HMM alignment + HCLG for a Kaldi data dir; or convert Kaldi's alignment.
+
+Examples:
+    crnn-align --data=data/digits/train --dict=data/digits/dict --exp=exp/digits
+    crnn-align --kaldi_ali=ali.ark --kaldi_model=final.txt.mdl --exp=exp/kaldi   # Kaldi's own alignment
+"""
+import json
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data", None, "Training data dir (wav.scp, text, utt2spk; phone_times.ctm for --init=timings).")
+flags.DEFINE_string("dict", None, "Kaldi dict dir (default: <data>/../dict, where crnn-make-corpus puts it).")
+flags.DEFINE_string("exp", None, "Output directory (lang/, mono/, graph/).")
+flags.DEFINE_enum("init", "timings", ["timings", "flat"], "Bootstrap from phone timings, or flat start.")
+flags.DEFINE_integer("num_iters", 20, "EM iterations.")
+flags.DEFINE_integer("max_gauss", 1000, "Total Gaussians after mixture growth.")
+flags.DEFINE_integer("lm_order", 2, "n-gram order of G.")
+flags.DEFINE_string("kaldi_ali", None, "Instead of training: a Kaldi transition-id alignment ark to convert.")
+flags.DEFINE_string("kaldi_model", None, "The text-format final.mdl of --kaldi_ali.")
+
+
+def main(argv):
+    del argv
+    import os
+
+    from crnn_tf.hmm.align import TrainConfig, align_data_dir, kaldi_alignment_to_pdfs
+
+    if FLAGS.kaldi_ali:
+        if not FLAGS.kaldi_model:
+            raise app.UsageError("--kaldi_ali needs --kaldi_model (text format final.mdl)")
+        pdf, priors = kaldi_alignment_to_pdfs(FLAGS.kaldi_ali, FLAGS.kaldi_model, FLAGS.exp)
+        print(json.dumps({"pdf_ali": pdf, "prior_counts": priors}))
+        return
+    if not FLAGS.data:
+        raise app.UsageError("--data is required (or --kaldi_ali)")
+    dict_dir = FLAGS.dict or os.path.join(os.path.dirname(os.path.abspath(FLAGS.data)), "dict")
+    cfg = TrainConfig(init=FLAGS.init, num_iters=FLAGS.num_iters, max_gauss=FLAGS.max_gauss,
+                      realign_iters=tuple(i for i in TrainConfig().realign_iters if i < FLAGS.num_iters))
+    out = align_data_dir(FLAGS.data, dict_dir, FLAGS.exp, cfg, lm_order=FLAGS.lm_order)
+    print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "phone_agreement",
+                                          "seconds", "failed_utts")}))
+
+
+def run():
+    flags.mark_flag_as_required("exp")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
