@@ -140,17 +140,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
 
     texts = read_table(os.path.join(data_dir, "text"))
     feats = compute_features(data_dir, sorted(texts))
-    L = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "L.fst"))
-    kaldifst.arcsort(L, sort_type="olabel")
-    compiler = khg.TrainingGraphCompiler(trans_model=tm, ctx_dep=tree, lex_fst=L, disambig_syms=lang.disambig_phones,
-                                         opts=khg.TrainingGraphCompilerOptions())
-    graphs, oov_count = {}, 0
-    for utt in sorted(texts):
-        ids, oovs = lang.word_ids(texts[utt].split(), utt)
-        oov_count += oovs
-        graphs[utt] = compiler.compile_graph_from_text(ids)
-    if oov_count:
-        log.warning("%d words of %s/text are not in the lexicon; mapped to %s", oov_count, data_dir, lang.oov)
+    graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
 
     ali: dict[str, np.ndarray] = {}
     all_frames = np.concatenate(list(feats.values()))
@@ -192,6 +182,11 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
             gmm.mixup(pdf_occ, target, seed=it)
         log.info("iter %d: avg loglik/frame %.3f, %d gaussians", it, stats.loglik / max(stats.frames, 1),
                  gmm.num_gauss)
+    # The final alignment uses the model as read back from final.mdl (the text format rounds the parameters), so
+    # ali.ark is exactly what align_with_model(final.mdl) gives.
+    model_path = os.path.join(out_dir, "final.mdl")
+    hmm_model.write_model(model_path, tm, gmm)
+    tm, gmm = _read_gmm_model(model_path)
     ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali, realign=True, accumulate=False)
 
     res = _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
@@ -205,6 +200,85 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
         json.dump({"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result),
                    "num_gauss": gmm.num_gauss}, f, indent=1)
     return result
+
+
+def _training_graphs(lang, lang_dir, tm, tree, texts, data_dir):
+    """Per-utterance training graphs (word ids through L, as compile-train-graphs); returns (graphs, oov_count)."""
+    L = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "L.fst"))
+    kaldifst.arcsort(L, sort_type="olabel")
+    # No transition probabilities baked in at compile time: the aligner adds the current model's (add_transition_probs),
+    # so an alignment depends only on the model it is made with, not on the one the graphs were compiled with.
+    opts = khg.TrainingGraphCompilerOptions()
+    opts.transition_scale = 0.0
+    opts.self_loop_scale = 0.0
+    compiler = khg.TrainingGraphCompiler(trans_model=tm, ctx_dep=tree, lex_fst=L, disambig_syms=lang.disambig_phones,
+                                         opts=opts)
+    graphs, oov_count = {}, 0
+    for utt in sorted(texts):
+        ids, oovs = lang.word_ids(texts[utt].split(), utt)
+        oov_count += oovs
+        graphs[utt] = compiler.compile_graph_from_text(ids)
+    if oov_count:
+        log.warning("%d words of %s/text are not in the lexicon; mapped to %s", oov_count, data_dir, lang.oov)
+    return graphs, oov_count
+
+
+def _read_gmm_model(model_path):
+    """(TransitionModel, DiagGmmSet) of a text-format final.mdl written by `train_mono`."""
+    tm = hmm_model.read_transition_model(model_path)
+    with open(model_path) as f:
+        gmm = DiagGmmSet.from_kaldi_text(f.read().split("</TransitionModel>", 1)[-1])
+    return tm, gmm
+
+
+def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
+                     config: TrainConfig | None = None) -> dict:
+    """Forced alignment of a data dir with an already trained GMM-HMM (Kaldi's align_si.sh).
+
+    Used for held-out data (e.g. dev labels for frame accuracy) that must not train the GMM.
+
+    Args:
+      data_dir: Kaldi data dir with wav.scp and text.
+      lang_dir: the lang dir the model was trained with.
+      model_path: text-format final.mdl with its GMM (from `train_mono`); a `tree` file beside it is used if present.
+      out_dir: where ali.ark (transition ids) and pdf_ali.ark (pdf ids) go.
+      config: TrainConfig for the aligner's beams and scales (default TrainConfig()).
+
+    Returns:
+      dict with ali, pdf_ali (paths), num_utterances, failed_utts, oov_count, seconds.
+
+    Example:
+      >>> out = align_with_model("corpus/dev", "exp/lang", "exp/mono/final.mdl", "exp/dev_ali")
+      >>> out["pdf_ali"]
+      'exp/dev_ali/pdf_ali.ark'
+    """
+    cfg = config or TrainConfig()
+    start = time.time()
+    lang = Lang(lang_dir)
+    tm, gmm = _read_gmm_model(model_path)
+    tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
+    if os.path.exists(tree_path):
+        tree = hmm_model.read_tree(tree_path)
+    else:
+        topo = khg.HmmTopology()
+        with open(os.path.join(lang_dir, "topo")) as f:
+            topo.read(f.read())
+        tree = hmm_model.monophone_tree(topo)
+    t2p = hmm_model.tid2pdf(tm)
+    texts = read_table(os.path.join(data_dir, "text"))
+    feats = compute_features(data_dir, sorted(texts))
+    if feats and next(iter(feats.values())).shape[1] != gmm.dim:
+        raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
+                         f"{next(iter(feats.values())).shape[1]}")
+    graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
+    align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
+    ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, {}, realign=True, accumulate=False)
+    os.makedirs(out_dir, exist_ok=True)
+    ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
+    write_int_ark(ali_path, ali)
+    write_int_ark(pdf_path, {u: t2p[a] for u, a in ali.items()})
+    return dict(ali=ali_path, pdf_ali=pdf_path, num_utterances=len(ali), failed_utts=failed, oov_count=oov_count,
+                seconds=round(time.time() - start, 2))
 
 
 def _accumulate(gmm, feats, pdf_ali):

@@ -45,3 +45,26 @@ def test_flat_start_runs(tiny_alignment, tmp_path):
     res = A.train_mono(str(tiny_alignment.corpus / "train"), tiny_alignment.lang_dir, str(tmp_path), cfg)
     assert not res.failed_utts and os.path.exists(res.pdf_ali)
     assert res.phone_agreement > 0.5, res.phone_agreement
+
+
+def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data(tiny_alignment, tmp_path):
+    from crnn_tf.hmm import model as hmm_model
+    from crnn_tf.hmm.lang import Lang
+
+    corpus = tiny_alignment.corpus
+    # The final training pass is exactly this alignment: re-aligning train with final.mdl must reproduce it.
+    again = A.align_with_model(str(corpus / "train"), tiny_alignment.lang_dir, tiny_alignment.model,
+                               str(tmp_path / "train"))
+    ours, reference = A.read_int_ark(again["ali"]), A.read_int_ark(tiny_alignment.ali)
+    assert sorted(ours) == sorted(reference)
+    differing = sum(int((ours[u] != reference[u]).sum()) for u in reference)
+    total = sum(len(reference[u]) for u in reference)
+    assert differing == 0, f"{differing} of {total} frames differ"
+    # Held-out dev voices: every utterance aligns, labels fit the framing, phones agree with the timings.
+    dev = A.align_with_model(str(corpus / "dev"), tiny_alignment.lang_dir, tiny_alignment.model,
+                             str(tmp_path / "dev"))
+    dev_ali = A.read_int_ark(dev["ali"])
+    assert dev["failed_utts"] == [] and len(dev_ali) == len(read_table(corpus / "dev" / "text"))
+    tm = hmm_model.read_transition_model(tiny_alignment.model)
+    agreement = A.phone_agreement(dev_ali, tm, Lang(tiny_alignment.lang_dir), str(corpus / "dev" / "phone_times.ctm"))
+    assert agreement >= 0.8, agreement
