@@ -1,0 +1,47 @@
+"""TrainConfig serialisation/validation and the learning-rate schedule."""
+import json
+import math
+
+import pytest
+import tensorflow as tf
+
+from crnn_tf.train.config import TrainConfig
+from crnn_tf.train.schedules import StepDecay, exponential_decay
+
+
+def test_config_roundtrip_and_save(tmp_path):
+    config = TrainConfig("Lstm16P8", "data/train", model_dir=str(tmp_path), strategy="mirrored", epochs=3)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    config.save()
+    assert TrainConfig.load(str(tmp_path)) == config
+    assert config.is_recurrent and not TrainConfig("2xReLU32", "x").is_recurrent
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"strategy": "horovod"}, "strategy"), ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"lr_final": 1.0, "lr_initial": 0.1}, "lr_final"), ({"chunks_per_replica": 0}, "chunks_per_replica"),
+    ({"on_nan": "ignore"}, "on_nan"),
+])
+def test_config_rejects_bad_values(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig("Lstm16", "x", **changes)
+
+
+def test_unknown_keys_and_resume_mismatch():
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"model_spec": "Lstm16", "train_data": "x", "learning_speed": 1})
+    saved = TrainConfig("Lstm16", "x", model_dir="m")
+    with pytest.raises(ValueError, match="model_spec"):
+        saved.replace(model_spec="Lstm32").check_resumable(saved)
+    saved.replace(log_every=7).check_resumable(saved)  # cosmetic changes are fine
+
+
+def test_exponential_decay_endpoints_and_midpoint():
+    assert math.isclose(float(exponential_decay(0, 0.1, 0.001, 100)), 0.1, rel_tol=1e-6)
+    assert math.isclose(float(exponential_decay(50, 0.1, 0.001, 100)), 0.01, rel_tol=1e-5)
+    assert math.isclose(float(exponential_decay(100, 0.1, 0.001, 100)), 0.001, rel_tol=1e-5)
+    assert math.isclose(float(exponential_decay(500, 0.1, 0.001, 100)), 0.001, rel_tol=1e-5)
+    step = tf.Variable(0, dtype=tf.int64)
+    schedule = StepDecay(step, 1.0, 0.25, 10)
+    step.assign_add(5)
+    assert math.isclose(float(schedule()), 0.5, rel_tol=1e-6)

@@ -1,0 +1,83 @@
+"""In-process training runs: model dir contract, dev accuracy, best/latest loading, resume, NaN handling, fit."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from crnn_tf.data.pipelines import eval_dataset
+from crnn_tf.train import NonFiniteLossError, TrainConfig, evaluate, load_trained_model, train
+from tests.train.conftest import CLSTM_SPEC, TRAIN_FLAGS
+
+
+def _config(corpus, model_dir, **changes):
+    values = dict(model_spec=CLSTM_SPEC, train_data=corpus["train"], dev_data=corpus["dev"],
+                  model_dir=str(model_dir), epochs=2, checkpoint_every=10, **TRAIN_FLAGS)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_clstm_trains_and_writes_the_model_dir(corpus, tmp_path):
+    config = _config(corpus, tmp_path / "clstm", epochs=3)
+    record = train(config)
+    model_dir = config.model_dir
+    for name in ("train_config.json", "feature_config.json", "prior_counts.npy", "metrics.jsonl",
+                 "checkpoints/checkpoint", "best/best.json"):
+        assert os.path.exists(os.path.join(model_dir, name)), name
+    assert os.listdir(os.path.join(model_dir, "tensorboard"))
+    lines = [json.loads(line) for line in open(os.path.join(model_dir, "metrics.jsonl"))]
+    assert [line["epoch"] for line in lines] == [1, 2, 3]
+    assert lines[-1]["step"] == 75 and lines[-1]["skipped_batches"] == 0
+    # Learnable synthetic labels: well above the majority-class rate, and improving.
+    assert record["dev_frame_accuracy"] > record["dev_majority_rate"] + 0.2
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    saved = TrainConfig.load(model_dir)
+    assert (saved.num_targets, saved.feature_dim, saved.num_bands, saved.steps_per_epoch) == (6, 24, 8, 25)
+    assert len(saved.train_manifest_hash) == 64
+    np.testing.assert_allclose(np.load(os.path.join(model_dir, "prior_counts.npy")),
+                               np.load(os.path.join(corpus["train"], "prior_counts.npy")))
+
+    best_info = json.load(open(os.path.join(model_dir, "best", "best.json")))
+    model, loaded_config = load_trained_model(model_dir, "best")
+    dev = evaluate(model, eval_dataset(corpus["dev"], label_delay=loaded_config.label_delay))
+    assert dev["frame_accuracy"] == pytest.approx(best_info["dev_frame_accuracy"], abs=1e-6)
+    latest, _ = load_trained_model(model_dir, "latest")
+    assert latest.count_params() == model.count_params()
+
+    # A finished run is not retrained; a run with other structural flags is refused.
+    assert train(config) == {}
+    with pytest.raises(ValueError, match="model_spec"):
+        train(config.replace(model_spec="Lstm16P8+ReLU16"))
+
+
+def test_feedforward_net_uses_context_windows(corpus, tmp_path):
+    config = _config(corpus, tmp_path / "dnn", model_spec="2xReLU32", context=2, window=8, batch_size=16,
+                     epochs=1, label_delay=0, lr_initial=0.05, lr_final=0.01)
+    record = train(config)
+    assert TrainConfig.load(config.model_dir).steps_per_epoch == -(-40 * 7 // 16)  # 7 windows per utterance
+    assert record["dev_frame_accuracy"] > record["dev_majority_rate"]
+
+
+def test_nan_loss_stops_naming_the_step(corpus, tmp_path):
+    config = _config(corpus, tmp_path / "nan_stop", train_data=corpus["nan"], epochs=1, dev_data="")
+    with pytest.raises(NonFiniteLossError, match=r"step \d+ \(epoch 1, batch \d+"):
+        train(config)
+
+
+def test_nan_loss_skip_policy_finishes_with_finite_weights(corpus, tmp_path):
+    config = _config(corpus, tmp_path / "nan_skip", train_data=corpus["nan"], epochs=1, on_nan="skip")
+    record = train(config)
+    assert record["skipped_batches"] >= 1
+    model, _ = load_trained_model(config.model_dir, "latest")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_keras_fit_example_runs(corpus, tmp_path):
+    from tools.train_keras_fit import fit
+
+    output = str(tmp_path / "fit" / "model.keras")
+    model, history = fit(CLSTM_SPEC, corpus["train"], dev_data=corpus["dev"], output=output, epochs=2,
+                         chunks_per_replica=8, label_delay=2, learning_rate=0.1)
+    assert os.path.exists(output)
+    accuracy = history.history["val_frame_accuracy"]
+    assert accuracy[-1] > 0.45 and history.history["loss"][-1] < history.history["loss"][0]
