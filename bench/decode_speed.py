@@ -21,10 +21,10 @@ flags.DEFINE_integer("num_workers", 2, "Processes for decode_many.")
 def main(argv):
     del argv
     from crnn_tf.corpus import make_corpus
-    from crnn_tf.hmm.align import align_data_dir
+    from crnn_tf.data.kaldi_io import read_text_table
+    from crnn_tf.hmm.align import align_data_dir, read_gmm_model
     from crnn_tf.hmm.decoder import HybridDecoder
-    from crnn_tf.hmm.features import compute_features, read_table
-    from crnn_tf.hmm.gmm import DiagGmmSet
+    from crnn_tf.hmm.features import compute_features
     from crnn_tf.hmm.scoring import score
 
     corpus, exp = os.path.join(FLAGS.work_dir, "corpus"), os.path.join(FLAGS.work_dir, "exp")
@@ -33,7 +33,7 @@ def main(argv):
     if not os.path.exists(os.path.join(exp, "graph", "HCLG.fst")):
         align_data_dir(os.path.join(corpus, "train"), os.path.join(corpus, "dict"), exp)
     model = os.path.join(exp, "mono", "final.mdl")
-    gmm = DiagGmmSet.from_kaldi_text(open(model).read().split("</TransitionModel>")[1])
+    _, gmm = read_gmm_model(model)
     feats = compute_features(os.path.join(corpus, "test"))
     scores = sorted((u, gmm.loglik(f)) for u, f in feats.items())
     audio_seconds = sum(len(x) for _, x in scores) * 0.01
@@ -44,7 +44,7 @@ def main(argv):
     start = time.perf_counter()
     dec.decode_many(scores, num_workers=FLAGS.num_workers)
     many = time.perf_counter() - start
-    refs = {u: t.split() for u, t in read_table(os.path.join(corpus, "test", "text")).items()}
+    refs = {u: t.split() for u, t in read_text_table(os.path.join(corpus, "test", "text")).items()}
     print(json.dumps({
         "utterances": len(scores), "audio_seconds": round(audio_seconds, 1), "hclg_states": dec.hclg.num_states,
         "rtf_single_process": round(single / audio_seconds, 5),

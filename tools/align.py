@@ -17,7 +17,7 @@ flags.DEFINE_integer("num_iters", 20, "EM iterations.")
 flags.DEFINE_integer("max_gauss", 1000, "Total Gaussians after mixture growth.")
 flags.DEFINE_integer("lm_order", 2, "n-gram order of G.")
 flags.DEFINE_string("kaldi_ali", None, "Instead of training: a Kaldi transition-id alignment ark to convert.")
-flags.DEFINE_string("kaldi_model", None, "The text-format final.mdl of --kaldi_ali.")
+flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
 
 
 def main(argv):
@@ -28,7 +28,7 @@ def main(argv):
 
     if FLAGS.kaldi_ali:
         if not FLAGS.kaldi_model:
-            raise app.UsageError("--kaldi_ali needs --kaldi_model (text format final.mdl)")
+            raise app.UsageError("--kaldi_ali needs --kaldi_model (its final.mdl)")
         pdf, priors = kaldi_alignment_to_pdfs(FLAGS.kaldi_ali, FLAGS.kaldi_model, FLAGS.exp)
         print(json.dumps({"pdf_ali": pdf, "prior_counts": priors}))
         return

@@ -15,7 +15,8 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("graph_dir", None, "Graph dir: HCLG.fst, words.txt, final.mdl (text), lexicon.txt optional.")
+flags.DEFINE_string("graph_dir", None,
+                    "Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
 flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
 flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
 flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
@@ -32,9 +33,10 @@ flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
 
 def main(argv):
     del argv
-    from crnn_tf.hmm.decoder import HybridDecoder, read_matrix_ark, write_loglik_ark
-    from crnn_tf.hmm.features import compute_features, read_table
-    from crnn_tf.hmm.gmm import DiagGmmSet
+    from crnn_tf.data.kaldi_io import read_matrices, read_text_table, write_matrices
+    from crnn_tf.hmm.align import read_gmm_model
+    from crnn_tf.hmm.decoder import HybridDecoder
+    from crnn_tf.hmm.features import compute_features
     from crnn_tf.hmm.scoring import score
 
     if bool(FLAGS.scores) == bool(FLAGS.data):
@@ -43,16 +45,15 @@ def main(argv):
                         lattice_beam=FLAGS.lattice_beam, max_active=FLAGS.max_active,
                         prior_counts=FLAGS.prior_counts, prior_scale=FLAGS.prior_scale)
     if FLAGS.scores:
-        scores = read_matrix_ark(FLAGS.scores)
+        scores = dict(read_matrices(FLAGS.scores))
     else:
         if not FLAGS.gmm_model:
             raise app.UsageError("--data needs --gmm_model")
-        text = open(FLAGS.gmm_model).read()
-        gmm = DiagGmmSet.from_kaldi_text(text.split("</TransitionModel>", 1)[-1])
+        _, gmm = read_gmm_model(FLAGS.gmm_model)
         scores = {u: gmm.loglik(f) for u, f in compute_features(FLAGS.data).items()}
     os.makedirs(FLAGS.out_dir, exist_ok=True)
-    write_loglik_ark(os.path.join(FLAGS.out_dir, "loglik.ark"),
-                     {u: dec.log_likelihoods(x) for u, x in scores.items()})
+    write_matrices(f"ark:{os.path.join(FLAGS.out_dir, 'loglik.ark')}",
+                   ((u, dec.log_likelihoods(scores[u])) for u in sorted(scores)))
     results = dec.decode_many(sorted(scores.items()), num_workers=FLAGS.num_workers or None)
     with open(os.path.join(FLAGS.out_dir, "hyp.txt"), "w") as hyp, \
             open(os.path.join(FLAGS.out_dir, "words.ctm"), "w") as ctm:
@@ -62,7 +63,7 @@ def main(argv):
                 ctm.write(f"{r.utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {w}\n")
     summary = {"utterances": len(results), "partial": [r.utt for r in results if r.partial]}
     if FLAGS.ref_text:
-        refs = {u: t.split() for u, t in read_table(FLAGS.ref_text).items()}
+        refs = {u: t.split() for u, t in read_text_table(FLAGS.ref_text).items()}
         hyps = {r.utt: r.words for r in results}
         for unit in ("WER", "CER"):
             s = score(refs, hyps, unit=unit, oov_words=set(dec.words))

@@ -114,6 +114,14 @@ class DataDir:
         Raises:
           AudioDecodeError: naming the utterance and its wav.scp entry for any read/decode failure.
         """
+        return self.read_audio(utt, sample_rate)[0]
+
+    def read_audio(self, utt: str, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+        """`load_audio` with the rate: `(waveform, sample_rate)`; with `sample_rate=None`, the recording's own rate.
+
+        Raises:
+          AudioDecodeError: naming the utterance and its wav.scp entry for any read/decode failure.
+        """
         recording, start, end = self.segments[utt] if self.segments is not None else (utt, 0.0, -1.0)
         if recording not in self.wav:
             raise AudioDecodeError(f"{utt}", f"recording {recording!r} is not in {self.path}/wav.scp")
@@ -130,4 +138,4 @@ class DataDir:
                 raise AudioDecodeError(utt, f"segment {start}-{end} s lies outside recording {recording!r} "
                                             f"({waveform.size / rate:.2f} s)")
             waveform = waveform[first:last]
-        return waveform
+        return waveform, rate

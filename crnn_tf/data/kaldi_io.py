@@ -2,9 +2,11 @@
 
 Alignments come either as pdf-id arks (`utt → int32[T]`, e.g. from `ali-to-pdf`) or as Kaldi's transition-id
 `ali.*.gz`, mapped to pdf ids with the transition model at the head of a Kaldi `final.mdl` (binary or text). The
-model is parsed here because kaldi-hmm-gmm's `TransitionModel` has no reader; its `transition_id_to_pdf_array()`
-is the oracle the tests compare against.
+model is parsed here (`read_transition_model_parts`, the project's one reader of Kaldi transition models) because
+kaldi-hmm-gmm's `TransitionModel` has no reader; `crnn_tf.hmm.model.read_transition_model` builds kaldi-hmm-gmm's
+object from the same parse, and its `transition_id_to_pdf_array()` is the oracle the tests compare against.
 """
+import dataclasses
 import glob
 import io
 import os
@@ -34,7 +36,8 @@ def read_text_table(path: str) -> dict[str, str]:
     return table
 
 
-def _rspecifier(path: str) -> str:
+def _rspecifier(path) -> str:
+    path = os.fspath(path)
     if ":" in path.split("/")[0] or path.endswith("|"):
         return path  # already "ark:…", "scp:…" or a pipe
     if path.endswith(".gz"):
@@ -112,7 +115,7 @@ class _KaldiReader:
             c = self.buf.read(1)
         if not chars:
             self._fail("unexpected end of file")
-        return b"".join(chars).decode()
+        return b"".join(chars).decode(errors="replace")
 
     def token(self) -> str:
         if not self.binary:
@@ -120,46 +123,98 @@ class _KaldiReader:
         chars = []
         while (c := self.buf.read(1)) not in (b" ", b""):
             chars.append(c)
-        return b"".join(chars).decode()
+        return b"".join(chars).decode(errors="replace")
 
     def expect(self, token: str):
         got = self.token()
         if got != token:
             self._fail(f"expected {token}, found {got!r}")
 
+    def _text_number(self, kind):
+        token = self._text_token()
+        try:
+            return kind(token)
+        except ValueError:
+            self._fail(f"expected a number, found {token!r}")
+
+    def _unpack(self, fmt: str, what: str):
+        size = struct.calcsize(fmt)
+        data = self.buf.read(size)
+        if len(data) != size:
+            self._fail(f"unexpected end of file in {what}")
+        return struct.unpack(fmt, data)
+
     def int32(self) -> int:
         if not self.binary:
-            return int(self._text_token())
-        size = self.buf.read(1)
-        if size != b"\x04":
+            return self._text_number(int)
+        if self.buf.read(1) != b"\x04":
             self._fail("expected a 4-byte integer")
-        return struct.unpack("<i", self.buf.read(4))[0]
+        return self._unpack("<i", "an integer")[0]
 
     def real(self) -> float:
         if not self.binary:
-            return float(self._text_token())
+            return self._text_number(float)
         size = self.buf.read(1)
         if size not in (b"\x04", b"\x08"):
             self._fail("expected a float")
-        return struct.unpack("<f" if size == b"\x04" else "<d", self.buf.read(ord(size)))[0]
+        return self._unpack("<f" if size == b"\x04" else "<d", "a float")[0]
+
+    def _text_vector(self, kind) -> list:
+        self.expect("[")
+        values = []
+        while (token := self._text_token()) != "]":
+            try:
+                values.append(kind(token))
+            except ValueError:
+                self._fail(f"expected a number or ], found {token!r}")
+        return values
 
     def int_vector(self) -> list[int]:
         if not self.binary:
-            self.expect("[")
-            values = []
-            while (token := self._text_token()) != "]":
-                values.append(int(token))
-            return values
+            return self._text_vector(int)
         if self.buf.read(1) != b"\x04":
             self._fail("expected an int32 vector")
-        (size,) = struct.unpack("<i", self.buf.read(4))
-        return list(struct.unpack(f"<{size}i", self.buf.read(4 * size)))
+        (size,) = self._unpack("<i", "a vector size")
+        return list(self._unpack(f"<{size}i", "an int32 vector"))
+
+    def real_vector(self) -> list[float]:
+        """A Kaldi `Vector<float|double>`: text `[ … ]`, binary `FV`/`DV`, int32 size, raw values."""
+        if not self.binary:
+            return self._text_vector(float)
+        kind = self.token()
+        if kind not in ("FV", "DV"):
+            self._fail(f"expected a float vector (FV or DV), found {kind!r}")
+        size = self.int32()
+        return list(self._unpack(f"<{size}{'f' if kind == 'FV' else 'd'}", "a float vector"))
 
 
-def _read_topology(reader: _KaldiReader):
-    """Returns `{phone: [(forward_pdf_class, self_loop_pdf_class, [destination states]) per HMM state]}`."""
+@dataclasses.dataclass
+class TransitionModelParts:
+    """The TransitionModel at the head of a Kaldi model file, as stored (what `TransitionModel::Read` reads).
+
+    Attributes:
+      source: the file it was read from (for messages).
+      topology: the HMM topology entries in file order, each `(phones, states)`; a state is
+        `(forward_pdf_class, self_loop_pdf_class, [(destination, probability), …])`, pdf classes -1 for the
+        final, non-emitting state.
+      tuples: `(phone, hmm_state, forward_pdf, self_loop_pdf)` per transition state (`<Triples>` files repeat the pdf).
+      log_probs: log-probability per transition id, index 0 unused (may be shorter in hand-made files).
+    """
+
+    source: str
+    topology: list[tuple[list[int], list[tuple[int, int, list[tuple[int, float]]]]]]
+    tuples: list[tuple[int, int, int, int]]
+    log_probs: list[float]
+
+    @property
+    def phone_states(self) -> dict[int, list[tuple[int, int, list[tuple[int, float]]]]]:
+        """`{phone: states}` of the topology."""
+        return {phone: states for phones, states in self.topology for phone in phones}
+
+
+def _read_topology(reader: _KaldiReader) -> list:
+    """Reads `<Topology> … </Topology>` as `TransitionModelParts.topology`."""
     reader.expect("<Topology>")
-    by_phone = {}
     if reader.binary:
         phones = reader.int_vector()
         phone2idx = reader.int_vector()
@@ -173,53 +228,128 @@ def _read_topology(reader: _KaldiReader):
             for _ in range(reader.int32()):
                 forward = reader.int32()
                 self_loop = forward if is_hmm else reader.int32()
-                destinations = []
-                for _ in range(reader.int32()):
-                    destinations.append(reader.int32())
-                    reader.real()
-                states.append((forward, self_loop, destinations))
+                transitions = [(reader.int32(), reader.real()) for _ in range(reader.int32())]
+                states.append((forward, self_loop, transitions))
             entries.append(states)
-        by_phone = {phone: entries[phone2idx[phone]] for phone in phones}
-    else:
-        while (token := reader.token()) != "</Topology>":
-            if token != "<TopologyEntry>":
-                reader._fail(f"unexpected {token!r} in topology")
-            reader.expect("<ForPhones>")
-            phones = []
-            while (token := reader.token()) != "</ForPhones>":
-                phones.append(int(token))
-            states = []
-            token = reader.token()
-            while token != "</TopologyEntry>":
-                reader.int32()  # state index, implied by order
-                forward = self_loop = -1
-                destinations = []
-                while (token := reader.token()) != "</State>":
-                    if token == "<PdfClass>":
-                        forward = self_loop = reader.int32()
-                    elif token == "<ForwardPdfClass>":
-                        forward = reader.int32()
-                    elif token == "<SelfLoopPdfClass>":
-                        self_loop = reader.int32()
-                    elif token == "<Transition>":
-                        destinations.append(reader.int32())
-                        reader.real()
-                    else:
-                        reader._fail(f"unexpected {token!r} in a topology state")
-                states.append((forward, self_loop, destinations))
-                token = reader.token()
-            by_phone.update({phone: states for phone in phones})
-        return by_phone
-    reader.expect("</Topology>")
-    return by_phone
+        if any(not 0 <= phone < len(phone2idx) or not 0 <= phone2idx[phone] < count for phone in phones):
+            reader._fail("topology maps a phone to no entry")
+        topology = [([p for p in phones if phone2idx[p] == i], states) for i, states in enumerate(entries)]
+        reader.expect("</Topology>")
+        return [(phones_of, states) for phones_of, states in topology if phones_of]
+    topology = []
+    while (token := reader.token()) != "</Topology>":
+        if token != "<TopologyEntry>":
+            reader._fail(f"unexpected {token!r} in topology")
+        reader.expect("<ForPhones>")
+        phones = []
+        while (token := reader.token()) != "</ForPhones>":
+            if not token.isdigit():
+                reader._fail(f"expected a phone id or </ForPhones>, found {token!r}")
+            phones.append(int(token))
+        states = []
+        while (token := reader.token()) != "</TopologyEntry>":
+            if token != "<State>":
+                reader._fail(f"expected <State>, found {token!r}")
+            reader.int32()  # state index, implied by order
+            forward = self_loop = -1
+            transitions = []
+            while (token := reader.token()) != "</State>":
+                if token == "<PdfClass>":
+                    forward = self_loop = reader.int32()
+                elif token == "<ForwardPdfClass>":
+                    forward = reader.int32()
+                elif token == "<SelfLoopPdfClass>":
+                    self_loop = reader.int32()
+                elif token == "<Transition>":
+                    transitions.append((reader.int32(), reader.real()))
+                else:
+                    reader._fail(f"unexpected {token!r} in a topology state")
+            states.append((forward, self_loop, transitions))
+        topology.append((phones, states))
+    return topology
+
+
+def topology_to_text(topology) -> str:
+    """Kaldi's text form of `TransitionModelParts.topology` (what `HmmTopology::Read` reads)."""
+    lines = ["<Topology>"]
+    for phones, states in topology:
+        lines += ["<TopologyEntry>", "<ForPhones>", " ".join(map(str, phones)), "</ForPhones>"]
+        for index, (forward, self_loop, transitions) in enumerate(states):
+            if forward == self_loop:
+                pdf = "" if forward == -1 else f" <PdfClass> {forward}"
+            else:
+                pdf = f" <ForwardPdfClass> {forward} <SelfLoopPdfClass> {self_loop}"
+            arcs = "".join(f" <Transition> {dst} {prob!r}" for dst, prob in transitions)
+            lines.append(f"<State> {index}{pdf}{arcs} </State>")
+        lines.append("</TopologyEntry>")
+    return "\n".join(lines + ["</Topology>"]) + "\n"
+
+
+def read_transition_model_parts(model_path: str) -> TransitionModelParts:
+    """Parses the TransitionModel at the head of a Kaldi model file (`final.mdl`, `trans.mdl`), binary or text.
+
+    The one reader of Kaldi transition models: `read_transition_id_to_pdf` and
+    `crnn_tf.hmm.model.read_transition_model` (which builds kaldi-hmm-gmm's object from it) both use it. Handles
+    `<Triples>` (older Kaldi) and `<Tuples>` (Kaldi >= 2019).
+
+    Raises:
+      ValueError: naming the file and the byte offset when it is not a Kaldi transition model.
+    """
+    with open(model_path, "rb") as f:
+        reader = _KaldiReader(f.read(), model_path)
+    reader.expect("<TransitionModel>")
+    topology = _read_topology(reader)
+    kind = reader.token()
+    if kind not in ("<Triples>", "<Tuples>"):
+        reader._fail(f"expected <Triples> or <Tuples>, found {kind!r}")
+    tuples = []
+    for _ in range(reader.int32()):
+        phone, hmm_state, forward_pdf = reader.int32(), reader.int32(), reader.int32()
+        tuples.append((phone, hmm_state, forward_pdf, forward_pdf if kind == "<Triples>" else reader.int32()))
+    reader.expect("</" + kind[1:])
+    reader.expect("<LogProbs>")
+    log_probs = reader.real_vector()
+    reader.expect("</LogProbs>")
+    reader.expect("</TransitionModel>")
+    return TransitionModelParts(model_path, topology, tuples, log_probs)
+
+
+def transition_ids(phone_states: dict, tuples, source: str = "<memory>") -> tuple[list[int], ...]:
+    """Kaldi's `TransitionModel::ComputeDerived`: numbers the transitions of each tuple from transition id 1.
+
+    Args:
+      phone_states: `{phone: [per HMM state, anything whose last item lists the transitions as (destination, …)]}`.
+      tuples: `(phone, hmm_state, forward_pdf, self_loop_pdf)`.
+      source: named in errors.
+
+    Returns:
+      `(state2id, id2state, id2pdf, self_loop_id)`: `state2id[s]` the first transition id of tuple s (1-based,
+      one extra entry at the end), `id2state`/`id2pdf` per transition id (index 0 is 0 / -1), and `self_loop_id[s]`
+      the transition id of tuple s's self-loop (0: none). A self-loop maps to the self-loop pdf, any other
+      transition to the forward pdf.
+
+    Raises:
+      ValueError: naming `source` when a tuple has no topology state.
+    """
+    state2id, id2state, id2pdf, self_loop_id = [0], [0], [-1], [0]
+    for state, (phone, hmm_state, forward_pdf, self_loop_pdf) in enumerate(tuples, start=1):
+        states = phone_states.get(phone)
+        if states is None or not 0 <= hmm_state < len(states):
+            raise ValueError(f"{source}: not a Kaldi transition model (tuple for phone {phone} state {hmm_state} "
+                             "has no topology)")
+        state2id.append(len(id2pdf))
+        self_loop_id.append(0)
+        for transition in states[hmm_state][-1]:
+            if transition[0] == hmm_state:
+                self_loop_id[state] = len(id2pdf)
+            id2state.append(state)
+            id2pdf.append(self_loop_pdf if transition[0] == hmm_state else forward_pdf)
+    state2id.append(len(id2pdf))
+    return state2id, id2state, id2pdf, self_loop_id
 
 
 def read_transition_id_to_pdf(model_path: str) -> np.ndarray:
     """Maps transition ids to pdf ids with the transition model of a Kaldi `final.mdl` (or a bare `.mdl`/`trans.mdl`).
-
-    Follows Kaldi's `TransitionModel::ComputeDerived`: transition ids count up from 1 over the transitions of each
-    (phone, hmm-state, pdf) tuple; a self-loop maps to the tuple's self-loop pdf, any other transition to its
-    forward pdf.
 
     Args:
       model_path: binary or text Kaldi model file.
@@ -230,22 +360,8 @@ def read_transition_id_to_pdf(model_path: str) -> np.ndarray:
     Raises:
       ValueError: naming the file when it is not a Kaldi transition model.
     """
-    with open(model_path, "rb") as f:
-        reader = _KaldiReader(f.read(), model_path)
-    reader.expect("<TransitionModel>")
-    topology = _read_topology(reader)
-    kind = reader.token()
-    if kind not in ("<Triples>", "<Tuples>"):
-        reader._fail(f"expected <Triples> or <Tuples>, found {kind!r}")
-    id2pdf = [-1]
-    for _ in range(reader.int32()):
-        phone, hmm_state, forward_pdf = reader.int32(), reader.int32(), reader.int32()
-        self_loop_pdf = forward_pdf if kind == "<Triples>" else reader.int32()
-        if phone not in topology or hmm_state >= len(topology[phone]):
-            reader._fail(f"tuple for phone {phone} state {hmm_state} has no topology")
-        for destination in topology[phone][hmm_state][2]:
-            id2pdf.append(self_loop_pdf if destination == hmm_state else forward_pdf)
-    return np.asarray(id2pdf, np.int32)
+    parts = read_transition_model_parts(model_path)
+    return np.asarray(transition_ids(parts.phone_states, parts.tuples, model_path)[2], np.int32)
 
 
 def read_alignments(path: str, transition_model: str | None = None) -> dict[str, np.ndarray]:

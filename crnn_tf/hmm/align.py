@@ -21,12 +21,12 @@ import time
 
 import kaldi_hmm_gmm as khg
 import kaldifst
-import kaldi_native_io as kio
 import numpy as np
 
+from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.hmm import priors as hmm_priors
-from crnn_tf.hmm.features import compute_features, read_table
+from crnn_tf.hmm.features import compute_features
 from crnn_tf.hmm.gmm import DiagGmmSet
 from crnn_tf.hmm.lang import Lang
 
@@ -138,7 +138,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
     tm = hmm_model.transition_model(topo, tree)
     t2p = hmm_model.tid2pdf(tm)
 
-    texts = read_table(os.path.join(data_dir, "text"))
+    texts = read_text_table(os.path.join(data_dir, "text"))
     feats = compute_features(data_dir, sorted(texts))
     graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
 
@@ -186,7 +186,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
     # ali.ark is exactly what align_with_model(final.mdl) gives.
     model_path = os.path.join(out_dir, "final.mdl")
     hmm_model.write_model(model_path, tm, gmm)
-    tm, gmm = _read_gmm_model(model_path)
+    tm, gmm = read_gmm_model(model_path)
     ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali, realign=True, accumulate=False)
 
     res = _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
@@ -223,12 +223,19 @@ def _training_graphs(lang, lang_dir, tm, tree, texts, data_dir):
     return graphs, oov_count
 
 
-def _read_gmm_model(model_path):
-    """(TransitionModel, DiagGmmSet) of a text-format final.mdl written by `train_mono`."""
+def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
+    """(TransitionModel, DiagGmmSet) of a text-format GMM final.mdl (as `train_mono` writes it).
+
+    Raises:
+      ValueError: naming the file when it is binary (the GMM part is read from Kaldi's text format only).
+    """
     tm = hmm_model.read_transition_model(model_path)
-    with open(model_path) as f:
-        gmm = DiagGmmSet.from_kaldi_text(f.read().split("</TransitionModel>", 1)[-1])
-    return tm, gmm
+    with open(model_path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\0B"):
+        raise ValueError(f"{model_path} is a binary Kaldi model; its GMM is read from text only: convert it with "
+                         f"gmm-copy --binary=false {model_path} {model_path}.txt")
+    return tm, DiagGmmSet.from_kaldi_text(data.decode().split("</TransitionModel>", 1)[-1])
 
 
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
@@ -255,7 +262,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     cfg = config or TrainConfig()
     start = time.time()
     lang = Lang(lang_dir)
-    tm, gmm = _read_gmm_model(model_path)
+    tm, gmm = read_gmm_model(model_path)
     tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
     if os.path.exists(tree_path):
         tree = hmm_model.read_tree(tree_path)
@@ -265,7 +272,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
             topo.read(f.read())
         tree = hmm_model.monophone_tree(topo)
     t2p = hmm_model.tid2pdf(tm)
-    texts = read_table(os.path.join(data_dir, "text"))
+    texts = read_text_table(os.path.join(data_dir, "text"))
     feats = compute_features(data_dir, sorted(texts))
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
@@ -275,8 +282,8 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, {}, realign=True, accumulate=False)
     os.makedirs(out_dir, exist_ok=True)
     ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
-    write_int_ark(ali_path, ali)
-    write_int_ark(pdf_path, {u: t2p[a] for u, a in ali.items()})
+    write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
+    write_int32_vectors(f"ark:{pdf_path}", sorted((u, t2p[a]) for u, a in ali.items()))
     return dict(ali=ali_path, pdf_ali=pdf_path, num_utterances=len(ali), failed_utts=failed, oov_count=oov_count,
                 seconds=round(time.time() - start, 2))
 
@@ -326,29 +333,12 @@ def _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir):
     shutil.copy(os.path.join(lang_dir, "phones.txt"), os.path.join(out_dir, "phones.txt"))
     ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
     pdf_ali = {u: t2p[a] for u, a in ali.items()}
-    write_int_ark(ali_path, ali)
-    write_int_ark(pdf_path, pdf_ali)
+    write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
+    write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
     counts = hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs)
     prior_path = os.path.join(out_dir, "prior_counts")
     write_prior_counts(prior_path, counts)
     return dict(model=model, ali=ali_path, pdf_ali=pdf_path, prior_counts=prior_path, tree=tree_path)
-
-
-def write_int_ark(path: str, table: dict[str, np.ndarray]) -> None:
-    """Writes utt -> int32 vector as a binary Kaldi ark (what ali-to-pdf and copy-int-vector read)."""
-    with kio.Int32VectorWriter(f"ark:{path}") as w:
-        for utt in sorted(table):
-            w.write(utt, [int(x) for x in table[utt]])
-
-
-def read_int_ark(path: str) -> dict[str, np.ndarray]:
-    """Reads an ark (or ``ark:``/``scp:`` rspecifier) of int32 vectors."""
-    spec = path if ":" in path.split("/")[0] else f"ark:{path}"
-    out = {}
-    with kio.SequentialInt32VectorReader(spec) as r:
-        for utt, vec in r:
-            out[utt] = np.asarray(vec, np.int32)
-    return out
 
 
 def write_prior_counts(path: str, counts: np.ndarray) -> None:
@@ -368,7 +358,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
 
     Args:
       ali_path: ark (or rspecifier) of transition-id alignments, e.g. from ``gunzip -c ali.*.gz``.
-      model_path: the text-format model whose transition ids they are.
+      model_path: the Kaldi model (binary or text) whose transition ids they are.
       out_dir: where pdf_ali.ark and prior_counts go.
 
     Returns:
@@ -376,7 +366,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     """
     tm = hmm_model.read_transition_model(model_path)
     t2p = hmm_model.tid2pdf(tm)
-    ali = read_int_ark(ali_path)
+    ali = read_int32_vectors(ali_path)
     for utt, a in ali.items():
         if a.size and (a.min() < 1 or a.max() >= len(t2p)):
             raise ValueError(f"{ali_path}: utterance {utt} has transition id {int(a.max())} outside "
@@ -384,7 +374,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     pdf_ali = {u: t2p[a] for u, a in ali.items()}
     os.makedirs(out_dir, exist_ok=True)
     pdf_path, prior_path = os.path.join(out_dir, "pdf_ali.ark"), os.path.join(out_dir, "prior_counts")
-    write_int_ark(pdf_path, pdf_ali)
+    write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
     write_prior_counts(prior_path, hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs))
     return pdf_path, prior_path
 
@@ -393,7 +383,8 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
     """Fraction of frames whose aligned phone equals the synthesiser's phone (phone_times.ctm).
 
     Example:
-      >>> phone_agreement(read_int_ark("exp/mono/ali.ark"), tm, Lang("exp/lang"), "corpus/train/phone_times.ctm")
+      >>> ali = read_int32_vectors("exp/mono/ali.ark")
+      >>> phone_agreement(ali, tm, Lang("exp/lang"), "corpus/train/phone_times.ctm")
       0.91
     """
     from crnn_tf.corpus.make import frame_phones, read_phone_times

@@ -5,7 +5,9 @@ log posterior - prior_scale * log prior (priors floored as nnet1 does, `crnn_tf.
 kaldi-hmm-gmm's LatticeFasterDecoder with a DecodableCtc over ``acoustic_scale * loglik[:, tid2pdf[1:]]`` (the matrix
 decodable maps pdf ids to transition ids, as decode-faster-mapped does).
 
-Works with our graph dir or Kaldi's (HCLG.fst as an OpenFst vector FST, final.mdl in text format, words.txt).
+Works with our graph dir or Kaldi's (HCLG.fst as an OpenFst vector FST, final.mdl in binary or text format, words.txt).
+Scores and log-likelihoods go in and out as Kaldi matrix arks with `crnn_tf.data.kaldi_io` (`read_matrices`,
+`write_matrices`).
 
 Example:
     >>> dec = HybridDecoder("exp/mono/graph", prior_counts="exp/mono/prior_counts", acoustic_scale=0.1)
@@ -22,7 +24,6 @@ import struct
 
 import kaldi_hmm_gmm as khg
 import kaldifst
-import kaldi_native_io as kio
 import numpy as np
 
 from crnn_tf.hmm import model as hmm_model
@@ -86,7 +87,7 @@ class HybridDecoder:
     """Decodes frame-level network outputs with an HCLG graph.
 
     Args:
-      graph_dir: directory with HCLG.fst, words.txt and final.mdl (ours or Kaldi's; final.mdl in text format);
+      graph_dir: directory with HCLG.fst, words.txt and final.mdl (ours or Kaldi's; final.mdl binary or text);
         lexicon.txt (optional) enables per-word frame times.
       acoustic_scale: scale on acoustic log-likelihoods (default 0.1, nnet1's decode.sh).
       beam: decoding beam (default 13.0).
@@ -254,27 +255,3 @@ def _init_worker(graph_dir, options, priors):
 def _decode_in_worker(item):
     utt, x = item
     return _WORKER.decode(x, utt)
-
-
-def write_loglik_ark(path: str, table: dict[str, np.ndarray], scp: str | None = None) -> None:
-    """Writes utt -> [T, num_pdfs] float32 matrices as a binary Kaldi ark (input for latgen-faster-mapped).
-
-    Args:
-      path: ark file.
-      table: utterance -> matrix.
-      scp: optional scp index written alongside.
-    """
-    spec = f"ark,scp:{path},{scp}" if scp else f"ark:{path}"
-    with kio.FloatMatrixWriter(spec) as w:
-        for utt in sorted(table):
-            w.write(utt, np.ascontiguousarray(table[utt], dtype=np.float32))
-
-
-def read_matrix_ark(path: str) -> dict[str, np.ndarray]:
-    """Reads a Kaldi float-matrix ark (or ``ark:``/``scp:`` rspecifier) into utt -> np.ndarray."""
-    spec = path if path.startswith(("ark:", "scp:")) else f"ark:{path}"
-    out = {}
-    with kio.SequentialFloatMatrixReader(spec) as r:
-        for utt, m in r:
-            out[utt] = np.array(m.numpy() if hasattr(m, "numpy") else m, np.float32)  # copy: the reader reuses its buffer
-    return out

@@ -1,4 +1,7 @@
-"""GMM front end: Kaldi data-dir reading and MFCC + Δ + ΔΔ with per-speaker mean normalisation.
+"""GMM front end: MFCC + Δ + ΔΔ with per-speaker mean normalisation for a Kaldi data dir.
+
+The data dir and its audio are read by `crnn_tf.data.datadir.DataDir` (wav.scp paths or `cmd |` pipes, segments,
+utt2spk/spk2utt), the same reader the network side uses.
 
 Uses kaldi-native-fbank (Kaldi's compute-mfcc-feats arithmetic, dither 0 for determinism) and Kaldi's 25 ms / 10 ms
 snip_edges=True framing, so frame t of these features is frame t of the network features (issue 3) and of the
@@ -6,34 +9,8 @@ alignment: ``num_frames = 1 + (num_samples - window) // shift``.
 """
 from __future__ import annotations
 
-import os
-import wave
-
 import kaldi_native_fbank as knf
 import numpy as np
-
-
-def read_table(path: str) -> dict[str, str]:
-    """Reads a Kaldi two-column file (wav.scp, utt2spk, text: ``key rest-of-line``) into a dict."""
-    out = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            key, _, rest = line.partition(" ")
-            out[key] = rest.strip()
-    return out
-
-
-def read_wav(path: str) -> tuple[np.ndarray, int]:
-    """Reads 16-bit mono PCM WAV as float32 on the int16 scale (what Kaldi computes features from)."""
-    if path.endswith("|"):
-        raise ValueError(f"wav.scp pipe commands are not supported ({path!r}); convert the audio to .wav files")
-    with wave.open(path) as w:
-        if w.getsampwidth() != 2 or w.getnchannels() != 1:
-            raise ValueError(f"{path}: need 16-bit mono PCM, got {8 * w.getsampwidth()}-bit x {w.getnchannels()}")
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32), w.getframerate()
 
 
 def num_frames(num_samples: int, sample_rate: int) -> int:
@@ -59,24 +36,27 @@ def compute_features(data_dir: str, utts: list[str] | None = None) -> dict[str, 
     """MFCC + Δ + ΔΔ (39 dims) with per-speaker cepstral mean normalisation for every utterance of a data dir.
 
     Args:
-      data_dir: Kaldi data dir with wav.scp (and utt2spk; without it each utterance is its own speaker).
+      data_dir: Kaldi data dir with wav.scp (paths or `cmd |` pipes), optional segments, and utt2spk/spk2utt
+        (without them each utterance is its own speaker).
       utts: restrict to these utterances (default all, sorted).
 
     Example:
       >>> feats = compute_features("corpus/train"); next(iter(feats.values())).shape[1]
       39
     """
-    wavs = read_table(os.path.join(data_dir, "wav.scp"))
-    u2s_path = os.path.join(data_dir, "utt2spk")
-    utt2spk = read_table(u2s_path) if os.path.exists(u2s_path) else {u: u for u in wavs}
-    utts = sorted(wavs) if utts is None else utts
+    from crnn_tf.data.datadir import DataDir  # imported here: audio decoding loads TensorFlow
+
+    data = DataDir.load(data_dir)
+    if not data.wav:
+        raise ValueError(f"{data_dir}: GMM features need wav.scp")
+    utts = data.utterances if utts is None else utts
     feats = {}
     for utt in utts:
-        samples, sr = read_wav(wavs[utt])
+        samples, sr = data.read_audio(utt)
         feats[utt] = knf.compute_deltas(knf.DeltaOptions(), mfcc(samples, sr))
     by_spk: dict[str, list[str]] = {}
     for utt in utts:
-        by_spk.setdefault(utt2spk.get(utt, utt), []).append(utt)
+        by_spk.setdefault(data.utt2spk.get(utt, utt), []).append(utt)
     for spk_utts in by_spk.values():
         mean = np.concatenate([feats[u] for u in spk_utts]).mean(axis=0)
         for u in spk_utts:

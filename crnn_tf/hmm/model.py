@@ -7,16 +7,17 @@ with `read_tree` and used everywhere instead, because everything downstream only
 
 `final.mdl` is written in Kaldi's text format: the TransitionModel followed (for a GMM system) by the AmDiagGmm, so
 Kaldi's ``gmm-copy``/``copy-transition-model``/``show-transitions`` read it. `read_transition_model` reads the
-TransitionModel of a text-format Kaldi model (ours, or Kaldi's after ``copy-transition-model --binary=false``).
+TransitionModel of a Kaldi model file, text (ours) or binary (Kaldi's default), with the data package's parser.
 """
 from __future__ import annotations
 
 import os
-import re
 
 import kaldi_hmm_gmm as khg  # must be imported before kaldifst (see shared README)
 import _kaldi_hmm_gmm  # the extension module: TransitionModelTuple is not re-exported by kaldi_hmm_gmm
 import numpy as np
+
+from crnn_tf.data import kaldi_io
 
 
 def make_topology(phones: list[int], num_states: int = 3, self_loop_prob: float = 0.75) -> khg.HmmTopology:
@@ -113,70 +114,50 @@ def write_model(path: str, tm: khg.TransitionModel, gmm=None) -> None:
 
 
 def read_transition_model(path: str) -> khg.TransitionModel:
-    """Reads the TransitionModel at the start of a text-format Kaldi model file (final.mdl, trans.mdl).
+    """Reads the TransitionModel at the start of a Kaldi model file (final.mdl, trans.mdl), binary or text.
 
-    Handles both ``<Triples>`` (older Kaldi, ours) and ``<Tuples>`` (Kaldi >= 2019) layouts.
+    Parsed by `crnn_tf.data.kaldi_io.read_transition_model_parts` (``<Triples>`` of older Kaldi and ours, or
+    ``<Tuples>`` of Kaldi >= 2019), then built as Kaldi's Read does (`build_transition_model`).
+
+    Raises:
+      ValueError: naming the file and what is wrong with it.
 
     Example:
       >>> tm = read_transition_model("exp/mono/final.mdl"); tm.num_pdfs
       99
     """
-    with open(path, "rb") as f:
-        head = f.read(2)
-    if head == b"\0B":
-        raise ValueError(f"{path} is a binary Kaldi model; convert it first: "
-                         f"copy-transition-model --binary=false {path} {path}.txt")
-    with open(path) as f:
-        text = f.read()
-    m = re.search(r"<TransitionModel>(.*?)</TransitionModel>", text, re.S)
-    if not m:
-        raise ValueError(f"{path}: no <TransitionModel> ... </TransitionModel> block")
-    body = m.group(1)
-    topo_m = re.search(r"<Topology>.*?</Topology>", body, re.S)
-    if not topo_m:
-        raise ValueError(f"{path}: transition model without <Topology>")
-    topo = _read_topology(topo_m.group(0) + "\n")
-    tup_m = re.search(r"<(Triples|Tuples)>\s*(\d+)(.*?)</\1>", body, re.S)
-    lp_m = re.search(r"<LogProbs>\s*\[(.*?)\]\s*</LogProbs>", body, re.S)
-    if not tup_m or not lp_m:
-        raise ValueError(f"{path}: transition model lacks <Triples>/<Tuples> or <LogProbs>")
-    width = 3 if tup_m.group(1) == "Triples" else 4
-    nums = np.array(tup_m.group(3).split(), dtype=np.int64).reshape(int(tup_m.group(2)), width)
-    if width == 3:
-        nums = np.concatenate([nums, nums[:, 2:3]], axis=1)  # forward pdf == self-loop pdf
-    log_probs = [float(x) for x in lp_m.group(1).split()]
-    return build_transition_model(topo, [tuple(map(int, r)) for r in nums], log_probs, path)
+    parts = kaldi_io.read_transition_model_parts(path)
+    try:
+        topo = _read_topology(kaldi_io.topology_to_text(parts.topology))
+    except Exception as error:  # kaldi-hmm-gmm raises RuntimeError for topologies Kaldi rejects
+        raise ValueError(f"{path}: invalid HMM topology in the transition model ({error})") from error
+    return build_transition_model(topo, parts.tuples, parts.log_probs, path)
 
 
 def build_transition_model(topo: khg.HmmTopology, tuples: list[tuple[int, int, int, int]],
                            log_probs: list[float], source: str = "<memory>") -> khg.TransitionModel:
     """Builds a TransitionModel from (phone, hmm_state, forward_pdf, self_loop_pdf) tuples, as Kaldi's Read does.
 
-    Mirrors Kaldi's TransitionModel::ComputeDerived / ComputeDerivedOfProbs, so a model read from any Kaldi exp dir
-    (monophone or context-dependent) works without its tree.
+    Transition ids come from `crnn_tf.data.kaldi_io.transition_ids` (Kaldi's ComputeDerived), the non-self-loop
+    log-probabilities as ComputeDerivedOfProbs, so a model read from any Kaldi exp dir (monophone or
+    context-dependent) works without its tree.
+
+    Raises:
+      ValueError: naming `source` when the tuples do not fit the topology or the log-probs do not fit the tuples.
     """
-    state2id = [0]
-    cur = 1
-    for phone, hmm_state, _, _ in tuples:
-        state2id.append(cur)
-        cur += len(topo.topology_for_phone(phone)[hmm_state].transitions)
-    state2id.append(cur)
-    if len(log_probs) != cur:
-        raise ValueError(f"{source}: {len(log_probs)} log-probs for {cur - 1} transition ids (+1 expected)")
-    id2state, id2pdf = [0] * cur, [0] * cur
+    phone_states = {phone: topo.topology_for_phone(phone) for phone in topo.phones}
+    state2id, id2state, id2pdf, self_loop_id = kaldi_io.transition_ids(
+        {phone: [(s.transitions,) for s in states] for phone, states in phone_states.items()}, tuples, source)
+    if len(log_probs) != len(id2pdf):
+        raise ValueError(f"{source}: {len(log_probs)} log-probs for {len(id2pdf) - 1} transition ids (+1 expected)")
+    id2pdf[0] = 0  # kaldi-hmm-gmm's own state has 0 there
     non_self = [0.0] * (len(tuples) + 1)
-    num_pdfs = 0
-    for ts, (phone, hmm_state, fpdf, spdf) in enumerate(tuples, start=1):
-        num_pdfs = max(num_pdfs, fpdf + 1, spdf + 1)
-        transitions = topo.topology_for_phone(phone)[hmm_state].transitions
-        for k, tid in enumerate(range(state2id[ts], state2id[ts + 1])):
-            id2state[tid] = ts
-            self_loop = transitions[k][0] == hmm_state
-            id2pdf[tid] = spdf if self_loop else fpdf
-            if self_loop:
-                p = float(np.exp(log_probs[tid]))
-                non_self[ts] = float(np.log1p(-p)) if p < 1 else -1e10
-    kt = [_kaldi_hmm_gmm.TransitionModelTuple(*t) for t in tuples]
+    for state, tid in enumerate(self_loop_id):
+        if tid:
+            p = float(np.exp(log_probs[tid]))
+            non_self[state] = float(np.log1p(-p)) if p < 1 else -1e10
+    num_pdfs = max((max(t[2], t[3]) + 1 for t in tuples), default=0)
+    kt = [_kaldi_hmm_gmm.TransitionModelTuple(*map(int, t)) for t in tuples]
     tm = khg.TransitionModel.__new__(khg.TransitionModel)
     tm.__setstate__((kt, topo, state2id, id2state, id2pdf, num_pdfs, [float(x) for x in log_probs], non_self))
     return tm

@@ -7,7 +7,7 @@ import pytest
 
 from crnn_tf.corpus import MissingToolError, check_tools, make_corpus, read_phone_times
 from crnn_tf.corpus.lexicon import SIL
-from crnn_tf.hmm.features import read_table
+from crnn_tf.data.kaldi_io import read_text_table as read_table
 from crnn_tf.hmm.lang import read_lexicon
 
 

@@ -65,3 +65,54 @@ def _write_lines(path, lines):
 
 def have_sox() -> bool:
     return shutil.which("sox") is not None and subprocess.run(["sox", "--version"], capture_output=True).returncode == 0
+
+
+def write_kaldi_transition_model(path, model, binary: bool, tuples_token: str = "<Triples>") -> None:
+    """Writes a kaldi-hmm-gmm `TransitionModel` as Kaldi's `TransitionModel::Write` does, then a stand-in AmDiagGmm.
+
+    Text is kaldi-hmm-gmm's own `str(model)`; binary is built byte by byte (kaldi-hmm-gmm cannot write it): the
+    topology's entries and phone→entry map, `<Triples>` (older Kaldi) or `<Tuples>` (Kaldi >= 2019), and the
+    log-probs as a float vector.
+    """
+    import struct
+
+    if not binary:
+        text = str(model)
+        if tuples_token == "<Tuples>":
+            head, rest = text.split("<Triples>")
+            rows, tail = rest.split("</Triples>")
+            lines = rows.strip().split("\n")
+            tuples = "".join(f"{r.strip()} {r.split()[2]}\n" for r in lines[1:])
+            text = f"{head}<Tuples> {lines[0].strip()}\n{tuples}</Tuples>{tail}"
+        with open(path, "w") as f:
+            f.write(text + "<DIMENSION> 3\n")
+        return
+    i32 = lambda v: b"\x04" + struct.pack("<i", v)  # noqa: E731
+    f32 = lambda v: b"\x04" + struct.pack("<f", v)  # noqa: E731
+    ivec = lambda vs: b"\x04" + struct.pack(f"<i{len(vs)}i", len(vs), *vs)  # noqa: E731
+    topo = model.topo
+    entries, phone2idx = [], [-1] * (max(topo.phones) + 1)
+    for phone in topo.phones:
+        states = [(s.forward_pdf_class, s.self_loop_pdf_class, list(s.transitions))
+                  for s in topo.topology_for_phone(phone)]
+        if states not in entries:
+            entries.append(states)
+        phone2idx[phone] = entries.index(states)
+    is_hmm = all(fwd == loop for states in entries for fwd, loop, _ in states)
+    out = bytearray(b"\0B<TransitionModel> <Topology> ")
+    out += ivec(list(topo.phones)) + ivec(phone2idx) + (b"" if is_hmm else i32(-1)) + i32(len(entries))
+    for states in entries:
+        out += i32(len(states))
+        for forward, self_loop, transitions in states:
+            out += i32(forward) + (b"" if is_hmm else i32(self_loop)) + i32(len(transitions))
+            for dst, prob in transitions:
+                out += i32(dst) + f32(prob)
+    tuples = [t.__getstate__() for t in model.tuples]
+    out += f"</Topology> {tuples_token} ".encode() + i32(len(tuples))
+    for t in tuples:
+        out += b"".join(i32(v) for v in (t[:3] if tuples_token == "<Triples>" else t))
+    log_probs = list(model.log_probs)
+    out += (f"</{tuples_token[1:]} <LogProbs> FV ".encode() + i32(len(log_probs))
+            + struct.pack(f"<{len(log_probs)}f", *log_probs) + b"</LogProbs> </TransitionModel> <DIMENSION> ")
+    with open(path, "wb") as f:
+        f.write(bytes(out))

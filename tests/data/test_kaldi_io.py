@@ -1,13 +1,13 @@
 """Kaldi tables via kaldi-native-io, and transition-id → pdf-id mapping checked against kaldi-hmm-gmm."""
 import gzip
 import shutil
-import struct
 
 import kaldi_hmm_gmm as khg
 import numpy as np
 import pytest
 
 from crnn_tf.data import kaldi_io
+from tests.data.fixtures import write_kaldi_transition_model
 
 TOPOLOGY = """<Topology>
 <TopologyEntry>
@@ -41,51 +41,12 @@ def _transition_model():
     return topo, khg.TransitionModel(ctx, topo)
 
 
-def _write_kaldi_model(path, topo, model, binary: bool):
-    """Writes `final.mdl` in Kaldi's TransitionModel::Write format followed by a stand-in for the AmDiagGmm.
-
-    Monophone tuples are (phone, hmm_state, pdf) in phone/state order with one pdf per emitting state.
-    """
-    tuples = []
-    for phone in topo.phones:
-        for state_index, state in enumerate(topo.topology_for_phone(phone)):
-            if state.transitions:
-                tuples.append((phone, state_index, model.transition_id_to_pdf(model.state2id[len(tuples) + 1])))
-    entries, phone2idx = [], [-1] * (max(topo.phones) + 1)
-    for phone in topo.phones:
-        states = [(s.forward_pdf_class, s.transitions) for s in topo.topology_for_phone(phone)]
-        if states not in entries:
-            entries.append(states)
-        phone2idx[phone] = entries.index(states)
-    if binary:
-        out = bytearray(b"\0B<TransitionModel> <Topology> ")
-        i32 = lambda v: b"\x04" + struct.pack("<i", v)  # noqa: E731
-        f32 = lambda v: b"\x04" + struct.pack("<f", v)  # noqa: E731
-        ivec = lambda vs: b"\x04" + struct.pack(f"<i{len(vs)}i", len(vs), *vs)  # noqa: E731
-        out += ivec(list(topo.phones)) + ivec(phone2idx) + i32(len(entries))
-        for states in entries:
-            out += i32(len(states))
-            for pdf_class, transitions in states:
-                out += i32(pdf_class) + i32(len(transitions))
-                for dst, prob in transitions:
-                    out += i32(dst) + f32(prob)
-        out += b"</Topology> <Triples> " + i32(len(tuples))
-        for t in tuples:
-            out += b"".join(i32(v) for v in t)
-        out += b"</Triples> <LogProbs> FV " + i32(0) + b"</LogProbs> </TransitionModel> <DIMENSION> "
-        path.write_bytes(bytes(out))
-    else:
-        lines = ["<TransitionModel>", TOPOLOGY.strip(), f"<Triples> {len(tuples)}"]
-        lines += [" ".join(map(str, t)) for t in tuples]
-        lines += ["</Triples>", "<LogProbs>", " [ 0 ]", "</LogProbs>", "</TransitionModel>", "<DIMENSION> 3"]
-        path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.parametrize("binary", [True, False])
-def test_transition_model_matches_kaldi_hmm_gmm(tmp_path, binary):
-    topo, model = _transition_model()
+@pytest.mark.parametrize("tuples", ["<Triples>", "<Tuples>"])
+def test_transition_model_matches_kaldi_hmm_gmm(tmp_path, binary, tuples):
+    _, model = _transition_model()
     mdl = tmp_path / "final.mdl"
-    _write_kaldi_model(mdl, topo, model, binary)
+    write_kaldi_transition_model(mdl, model, binary, tuples)
     got = kaldi_io.read_transition_id_to_pdf(str(mdl))
     expected = np.asarray(model.transition_id_to_pdf_array())
     assert got.size == model.num_transition_ids + 1
@@ -93,8 +54,8 @@ def test_transition_model_matches_kaldi_hmm_gmm(tmp_path, binary):
 
 
 def test_ali_gz_converted_to_pdfs(tmp_path):
-    topo, model = _transition_model()
-    _write_kaldi_model(tmp_path / "final.mdl", topo, model, binary=True)
+    _, model = _transition_model()
+    write_kaldi_transition_model(tmp_path / "final.mdl", model, binary=True)
     rng = np.random.default_rng(0)
     tids = {f"u{i}": rng.integers(1, model.num_transition_ids + 1, size=5 + i) for i in range(4)}
     for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):

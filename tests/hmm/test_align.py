@@ -4,8 +4,9 @@ import wave
 
 import numpy as np
 
+from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
 from crnn_tf.hmm import align as A
-from crnn_tf.hmm.features import num_frames, read_table
+from crnn_tf.hmm.features import num_frames
 
 
 def test_phone_agreement_with_synthesiser_timings(tiny_alignment):
@@ -14,8 +15,8 @@ def test_phone_agreement_with_synthesiser_timings(tiny_alignment):
 
 
 def test_pdf_alignment_matches_snip_edges_framing(tiny_alignment):
-    pdf = A.read_int_ark(tiny_alignment.pdf_ali)
-    wavs = read_table(tiny_alignment.corpus / "train" / "wav.scp")
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    wavs = read_text_table(tiny_alignment.corpus / "train" / "wav.scp")
     assert sorted(pdf) == sorted(wavs)
     for utt, path in wavs.items():
         with wave.open(path) as w:
@@ -29,11 +30,11 @@ def test_pdf_alignment_matches_snip_edges_framing(tiny_alignment):
 def test_kaldi_alignment_input(tiny_alignment, tmp_path):
     # Kaldi's own transition-id alignment + final.mdl -> the same pdf labels and priors as ours.
     pdf_path, prior_path = A.kaldi_alignment_to_pdfs(tiny_alignment.ali, tiny_alignment.model, str(tmp_path))
-    ours, theirs = A.read_int_ark(tiny_alignment.pdf_ali), A.read_int_ark(pdf_path)
+    ours, theirs = read_int32_vectors(tiny_alignment.pdf_ali), read_int32_vectors(pdf_path)
     assert all(np.array_equal(ours[u], theirs[u]) for u in ours)
     assert open(prior_path).read() == open(tiny_alignment.prior_counts).read()
     bad = {"u1": np.array([1, 10 ** 6], np.int32)}
-    A.write_int_ark(str(tmp_path / "bad.ark"), bad)
+    write_int32_vectors(f"ark:{tmp_path / 'bad.ark'}", bad.items())
     import pytest
 
     with pytest.raises(ValueError, match="utterance u1 has transition id 1000000 outside"):
@@ -55,7 +56,7 @@ def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data
     # The final training pass is exactly this alignment: re-aligning train with final.mdl must reproduce it.
     again = A.align_with_model(str(corpus / "train"), tiny_alignment.lang_dir, tiny_alignment.model,
                                str(tmp_path / "train"))
-    ours, reference = A.read_int_ark(again["ali"]), A.read_int_ark(tiny_alignment.ali)
+    ours, reference = read_int32_vectors(again["ali"]), read_int32_vectors(tiny_alignment.ali)
     assert sorted(ours) == sorted(reference)
     differing = sum(int((ours[u] != reference[u]).sum()) for u in reference)
     total = sum(len(reference[u]) for u in reference)
@@ -63,8 +64,8 @@ def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data
     # Held-out dev voices: every utterance aligns, labels fit the framing, phones agree with the timings.
     dev = A.align_with_model(str(corpus / "dev"), tiny_alignment.lang_dir, tiny_alignment.model,
                              str(tmp_path / "dev"))
-    dev_ali = A.read_int_ark(dev["ali"])
-    assert dev["failed_utts"] == [] and len(dev_ali) == len(read_table(corpus / "dev" / "text"))
+    dev_ali = read_int32_vectors(dev["ali"])
+    assert dev["failed_utts"] == [] and len(dev_ali) == len(read_text_table(corpus / "dev" / "text"))
     tm = hmm_model.read_transition_model(tiny_alignment.model)
     agreement = A.phone_agreement(dev_ali, tm, Lang(tiny_alignment.lang_dir), str(corpus / "dev" / "phone_times.ctm"))
     assert agreement >= 0.8, agreement

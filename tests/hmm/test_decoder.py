@@ -5,11 +5,11 @@ import kaldi_native_io as kio
 import numpy as np
 import pytest
 
+from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_table, write_matrices
 from crnn_tf.hmm import model as M
-from crnn_tf.hmm.align import read_int_ark
-from crnn_tf.hmm.decoder import HybridDecoder, read_graph, read_matrix_ark, write_loglik_ark
-from crnn_tf.hmm.features import compute_features, read_table
-from crnn_tf.hmm.gmm import DiagGmmSet
+from crnn_tf.hmm.align import read_gmm_model
+from crnn_tf.hmm.decoder import HybridDecoder, read_graph
+from crnn_tf.hmm.features import compute_features
 from crnn_tf.hmm.scoring import score
 
 
@@ -26,8 +26,8 @@ def decoder(tiny_alignment):
 
 
 def test_oracle_posteriors_decode_without_errors(tiny_alignment, decoder):
-    pdf = read_int_ark(tiny_alignment.pdf_ali)
-    text = read_table(tiny_alignment.corpus / "train" / "text")
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    text = read_text_table(tiny_alignment.corpus / "train" / "text")
     utts = sorted(pdf)[:40]
     results = [decoder.decode(_oracle(pdf[u], decoder.num_pdfs), u) for u in utts]
     s = score({u: text[u].split() for u in utts}, {r.utt: r.words for r in results})
@@ -41,7 +41,7 @@ def test_oracle_posteriors_decode_without_errors(tiny_alignment, decoder):
 def test_word_times_follow_the_synthesiser(tiny_alignment, decoder):
     from crnn_tf.corpus import read_phone_times
 
-    pdf = read_int_ark(tiny_alignment.pdf_ali)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
     times = read_phone_times(tiny_alignment.corpus / "train" / "phone_times.ctm")
     utt = sorted(pdf)[0]
     r = decoder.decode(_oracle(pdf[utt], decoder.num_pdfs), utt)
@@ -50,14 +50,14 @@ def test_word_times_follow_the_synthesiser(tiny_alignment, decoder):
 
 
 def test_gmm_likelihoods_on_unseen_voices(tiny_alignment):
-    gmm = DiagGmmSet.from_kaldi_text(open(tiny_alignment.model).read().split("</TransitionModel>")[1])
+    _, gmm = read_gmm_model(tiny_alignment.model)
     test = tiny_alignment.corpus / "test"
     feats = compute_features(str(test))
     dec = HybridDecoder(tiny_alignment.graph_dir, acoustic_scale=0.083)  # log-likelihoods: no priors
     results = dec.decode_many([(u, gmm.loglik(f)) for u, f in sorted(feats.items())], num_workers=2)
     seq = [dec.decode(gmm.loglik(feats[u]), u) for u in sorted(feats)[:3]]
     assert [r.words for r in results[:3]] == [r.words for r in seq]  # processes == in-process
-    refs = {u: t.split() for u, t in read_table(test / "text").items()}
+    refs = {u: t.split() for u, t in read_text_table(test / "text").items()}
     s = score(refs, {r.utt: r.words for r in results})
     print(s.summary())
     assert s.rate < 30.0, s.report()  # 96 training utterances, 8 EM iterations: sane, not good
@@ -86,11 +86,11 @@ def test_graph_and_model_written_to_disk_decode_identically(tiny_alignment, tmp_
 def test_loglik_ark_is_a_kaldi_matrix_archive(tmp_path, decoder):
     rng = np.random.default_rng(0)
     table = {f"u{i}": rng.normal(size=(10 + i, decoder.num_pdfs)).astype(np.float32) for i in range(3)}
-    write_loglik_ark(str(tmp_path / "ll.ark"), table, scp=str(tmp_path / "ll.scp"))
+    write_matrices(f"ark,scp:{tmp_path / 'll.ark'},{tmp_path / 'll.scp'}", table.items())
     with kio.RandomAccessFloatMatrixReader(f"scp:{tmp_path / 'll.scp'}") as r:
         for utt, m in table.items():
             np.testing.assert_array_equal(np.asarray(r[utt]), m)
-    back = read_matrix_ark(str(tmp_path / "ll.ark"))
+    back = dict(read_matrices(str(tmp_path / "ll.ark")))
     assert all(np.array_equal(back[u], table[u]) for u in table)
 
 
@@ -116,3 +116,22 @@ def test_const_fst_gets_a_conversion_hint(tmp_path, tiny_alignment):
     kaldifst.StdConstFst(fst).write(str(tmp_path / "HCLG.fst"))
     with pytest.raises(ValueError, match="fstconvert --fst_type=vector"):
         read_graph(str(tmp_path / "HCLG.fst"))
+
+
+def test_binary_kaldi_model_decodes_like_the_text_one(tiny_alignment, decoder, tmp_path):
+    # Kaldi's exp dirs hold a binary final.mdl: the decoder reads it without conversion.
+    import shutil
+
+    from tests.data.fixtures import write_kaldi_transition_model
+
+    shutil.copytree(tiny_alignment.graph_dir, tmp_path / "g")
+    write_kaldi_transition_model(tmp_path / "g" / "final.mdl", decoder.trans_model, True, "<Tuples>")
+    assert (tmp_path / "g" / "final.mdl").read_bytes().startswith(b"\0B")
+    binary = HybridDecoder(str(tmp_path / "g"), prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+    assert str(binary.trans_model) == str(decoder.trans_model)
+    np.testing.assert_array_equal(binary._tid2pdf, decoder._tid2pdf)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    for utt in sorted(pdf)[:3]:
+        x = _oracle(pdf[utt], decoder.num_pdfs)
+        a, b = decoder.decode(x, utt), binary.decode(x, utt)
+        assert a.words == b.words and np.array_equal(a.alignment, b.alignment)

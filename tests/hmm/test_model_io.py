@@ -3,8 +3,10 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 import pytest
 
+from crnn_tf.data import kaldi_io
 from crnn_tf.hmm import model as M
 from crnn_tf.hmm.gmm import DiagGmmSet
+from tests.data.fixtures import write_kaldi_transition_model
 
 
 def test_transition_model_round_trip(tmp_path):
@@ -20,18 +22,33 @@ def test_transition_model_round_trip(tmp_path):
     assert tm2.num_pdfs == 15 and list(M.tid2pdf(tm2)[1:4]) == [0, 0, 1]
 
 
-def test_kaldi_tuples_format_and_binary_error(tmp_path):
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("tuples", ["<Triples>", "<Tuples>"])
+def test_kaldi_model_formats_read_back(tmp_path, binary, tuples):
+    # Kaldi writes binary by default, and <Tuples> (separate forward / self-loop pdfs) since 2019.
     topo = M.make_topology([1, 2])
-    text = str(M.transition_model(topo, M.monophone_tree(topo)))
-    # Kaldi >= 2019 writes <Tuples> with separate forward / self-loop pdfs.
-    rows = text.split("<Triples> 6 \n")[1].split("</Triples>")[0].split("\n")
-    tuples = "".join(f"{r.strip()} {r.split()[2]}\n" for r in rows if r.strip())
-    (tmp_path / "new.mdl").write_text(text.split("<Triples>")[0] + "<Tuples> 6 \n" + tuples + "</Tuples>"
-                                      + text.split("</Triples>")[1])
-    assert str(M.read_transition_model(str(tmp_path / "new.mdl"))) == text
+    tm = M.transition_model(topo, M.monophone_tree(topo))
+    write_kaldi_transition_model(tmp_path / "x.mdl", tm, binary, tuples)
+    tm2 = M.read_transition_model(str(tmp_path / "x.mdl"))
+    assert str(tm2) == str(tm)
+    a, b = tm.__getstate__(), tm2.__getstate__()
+    assert a[2:6] == b[2:6]
+    np.testing.assert_allclose(a[7], b[7], atol=1e-6)
+    np.testing.assert_array_equal(M.tid2pdf(tm2)[1:], kaldi_io.read_transition_id_to_pdf(str(tmp_path / "x.mdl"))[1:])
+
+
+def test_broken_models_are_named(tmp_path):
     (tmp_path / "bin.mdl").write_bytes(b"\0B<TransitionModel> ")
-    with pytest.raises(ValueError, match="copy-transition-model --binary=false"):
+    with pytest.raises(ValueError, match="bin.mdl: not a Kaldi transition model.*expected <Topology>"):
         M.read_transition_model(str(tmp_path / "bin.mdl"))
+    topo = M.make_topology([1, 2])
+    write_kaldi_transition_model(tmp_path / "cut.mdl", M.transition_model(topo, M.monophone_tree(topo)), True)
+    (tmp_path / "cut.mdl").write_bytes((tmp_path / "cut.mdl").read_bytes()[:-60])
+    with pytest.raises(ValueError, match="cut.mdl: not a Kaldi transition model.*end of file"):
+        M.read_transition_model(str(tmp_path / "cut.mdl"))
+    (tmp_path / "nnet.mdl").write_text("<Nnet> <Component> </Nnet>\n")
+    with pytest.raises(ValueError, match="nnet.mdl: not a Kaldi transition model.*<TransitionModel>"):
+        M.read_transition_model(str(tmp_path / "nnet.mdl"))
 
 
 def test_tree_round_trip(tmp_path):

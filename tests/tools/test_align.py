@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from crnn_tf.hmm.align import read_int_ark
+from crnn_tf.data.kaldi_io import read_int32_vectors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,5 +25,5 @@ def test_align_cli(tiny_corpus, tmp_path):
     assert os.path.exists(os.path.join(out["graph"], "HCLG.fst"))
     kaldi = _run("tools.align", [f"--kaldi_ali={tmp_path / 'mono' / 'ali.ark'}", f"--kaldi_model={out['model']}",
                                  f"--exp={tmp_path / 'k'}"])
-    a, b = read_int_ark(out["pdf_ali"]), read_int_ark(kaldi["pdf_ali"])
+    a, b = read_int32_vectors(out["pdf_ali"]), read_int32_vectors(kaldi["pdf_ali"])
     assert all(np.array_equal(a[u], b[u]) for u in a)

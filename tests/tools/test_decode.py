@@ -5,8 +5,7 @@ import sys
 
 import numpy as np
 
-from crnn_tf.hmm.align import read_int_ark
-from crnn_tf.hmm.decoder import read_matrix_ark, write_loglik_ark
+from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, write_matrices
 from crnn_tf.hmm.priors import log_priors
 from crnn_tf.hmm.align import read_prior_counts
 
@@ -14,14 +13,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_decode_cli_with_oracle_posteriors(tiny_alignment, tmp_path):
-    pdf = read_int_ark(tiny_alignment.pdf_ali)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
     utts = sorted(pdf)[:10]
     post = {}
     for u in utts:
         x = np.full((len(pdf[u]), tiny_alignment.num_pdfs), np.log(1e-30), np.float32)
         x[np.arange(len(x)), pdf[u]] = 0.0
         post[u] = x
-    write_loglik_ark(str(tmp_path / "post.ark"), post)
+    write_matrices(f"ark:{tmp_path / 'post.ark'}", post.items())
     ref = tmp_path / "ref.txt"
     text = dict(line.split(" ", 1) for line in open(tiny_alignment.corpus / "train" / "text"))
     ref.write_text("".join(f"{u} {text[u]}" for u in utts))
@@ -34,7 +33,7 @@ def test_decode_cli_with_oracle_posteriors(tiny_alignment, tmp_path):
     assert "%WER 0.00 [ 0 /" in proc.stdout
     assert (tmp_path / "out" / "hyp.txt").read_text() == ref.read_text()
     # The written log-likelihoods are posteriors minus log priors, readable as a Kaldi matrix ark.
-    ll = read_matrix_ark(str(tmp_path / "out" / "loglik.ark"))
+    ll = dict(read_matrices(str(tmp_path / "out" / "loglik.ark")))
     lp = log_priors(read_prior_counts(tiny_alignment.prior_counts))
     np.testing.assert_allclose(ll[utts[0]], post[utts[0]] - lp, rtol=1e-6)
     assert len((tmp_path / "out" / "words.ctm").read_text().splitlines()) == sum(len(text[u].split()) for u in utts)
