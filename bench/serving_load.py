@@ -37,6 +37,8 @@ flags.DEFINE_string("big_spec", "CLstm384P256+Pool3+Lstm2000P750+3xReLU2000", "R
 flags.DEFINE_integer("utt_frames", 500, "RTF part: frames of the scored utterance (10 ms each).")
 flags.DEFINE_integer("repeats", 3, "RTF/streaming part: timed repetitions (best is reported... and median).")
 flags.DEFINE_integer("chunk_frames", 15, "Streaming part: frames per chunk.")
+flags.DEFINE_integer("batch_utts", 16, "RTF part: utterances scored together for the throughput RTF (what the "
+                     "server's batcher forms from concurrent requests).")
 flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "RTF part: compute dtypes.")
 flags.DEFINE_bool("skip_big", False, "Skip the RTF and streaming parts.")
 flags.DEFINE_float("timeout", 120.0, "Per-request timeout (s).")
@@ -162,6 +164,9 @@ def big_part(workdir):
         step = loaded.signatures["stream_step"]
         tensors = {k: tf.constant(v) for k, v in utterance.items()}
         local_med, local_best = timed(lambda: score(**tensors), FLAGS.repeats)
+        batched = {"features": tf.constant(np.repeat(utterance["features"], FLAGS.batch_utts, axis=0)),
+                   "lengths": tf.constant(np.repeat(utterance["lengths"], FLAGS.batch_utts))}
+        batch_med, _ = timed(lambda: score(**batched), FLAGS.repeats)
         meta_states = [(spec.name, spec.shape) for spec in step.structured_input_signature[1].values()
                        if spec.name not in ("features", "lengths")]
         chunk = {"features": tf.constant(utterance["features"][:, :FLAGS.chunk_frames]),
@@ -181,6 +186,8 @@ def big_part(workdir):
               f"{local_med:.3f} s = RTF {local_med / audio_s:.3f} (best {local_best / audio_s:.3f}); served gRPC "
               f"{served_med:.3f} s = RTF {served_med / audio_s:.3f} (best {served_best / audio_s:.3f}); "
               f"export took {export_s:.0f} s")
+        print(f"rtf {dtype} batched: {FLAGS.batch_utts} utterances per call in-process {batch_med:.3f} s = "
+              f"throughput RTF {batch_med / (FLAGS.batch_utts * audio_s):.3f}")
         print(f"stream_step {dtype}: {FLAGS.chunk_frames}-frame chunk, batch 1: in-process median "
               f"{step_med * 1000:.1f} ms (best {step_best * 1000:.1f}); served gRPC median {sstep_med * 1000:.1f} ms")
 
@@ -189,6 +196,10 @@ def main(argv):
     del argv
     sys.path.insert(0, REPO)
     workdir = tempfile.mkdtemp(prefix="crnn-serving-bench-")
+    with open("/proc/cpuinfo") as f:
+        flags_line = next((line for line in f if line.startswith("flags")), "")
+    print(f"CPU: {os.cpu_count()} threads; AVX512_BF16 {'yes' if 'avx512_bf16' in flags_line else 'no'} "
+          f"(without it bf16 matrix products are emulated and slower than float32)")
     try:
         errors = load_part(workdir)
         if not FLAGS.skip_big:

@@ -7,10 +7,6 @@ from absl import logging
 from crnn_tf.export.saved_model import ALL_SIGNATURES, export_saved_model
 
 
-def _has_recurrence(model):
-    return any("return_state" in layer.get_config() for layer in model.layers)
-
-
 def export_trained(model_dir, export_base, model_name, version=None, *, which="best", prior_scale=1.0,
                    prior_floor=1e-8, compute_dtype=None, signatures=ALL_SIGNATURES, cmvn_stats=None):
     """Exports a trained model dir as `export_base/model_name/version/` (TF Serving layout).
@@ -44,12 +40,10 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
     counts = np.load(counts_path) if os.path.exists(counts_path) else None
     if counts is None:
         logging.warning("%s not found: exporting without priors (log_likelihoods = log_posteriors)", counts_path)
-    # The trainer delays labels for recurrent nets only (feed-forward nets train on centred windows).
-    label_delay = config.label_delay if _has_recurrence(model) else 0
     return export_saved_model(
         model, export_base, model_name, version,
         log_prior=None if counts is None else log_priors(counts, prior_floor), prior_scale=prior_scale,
-        label_delay=label_delay, feature_config=feature_config, cmvn_stats=cmvn_stats,
+        label_delay=config.output_delay, feature_config=feature_config, cmvn_stats=cmvn_stats,
         model_spec=config.model_spec, manifest_hash=config.train_manifest_hash or None,
         prior_counts=counts, prior_floor=prior_floor, num_bands=config.num_bands,
         num_streams=config.num_streams, compute_dtype=compute_dtype, signatures=signatures,

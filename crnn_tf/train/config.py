@@ -174,3 +174,9 @@ class TrainConfig:
         from crnn_tf.models.spec import FEED_FORWARD_KINDS, parse_spec
 
         return parse_spec(self.model_spec)[0].kind not in FEED_FORWARD_KINDS
+
+    @property
+    def output_delay(self) -> int:
+        """Frames by which the net's outputs lag its labels: `label_delay` for recurrent nets (trained on delayed
+        chunks), 0 for feed-forward nets (trained on centred context windows). Evaluation and export undo this."""
+        return self.label_delay if self.is_recurrent else 0

@@ -152,7 +152,7 @@ def evaluate(model, dataset: tf.data.Dataset, *, majority_label: int | None = No
 
     Args:
       model: features → logits.
-      dataset: `crnn_tf.data.pipelines.eval_dataset` (with the run's `label_delay`).
+      dataset: `crnn_tf.data.pipelines.eval_dataset` (with the run's `output_delay`).
       majority_label: if given, also report the frame rate of this label ("majority-class rate"). Default None.
       sums_fn: `eval_sums_fn(model)`, to reuse its trace across calls. Default: built here.
 
@@ -477,7 +477,7 @@ class Trainer:
                   "time": time.time()}
         if self.dev_manifest is not None:
             dev = evaluate(self.model, pipelines.eval_dataset(self.dev_manifest, config.dev_batch_size,
-                                                              label_delay=config.label_delay),
+                                                              label_delay=config.output_delay),
                            majority_label=int(np.argmax(self.prior_counts)), sums_fn=self._eval_sums)
             record.update({f"dev_{k}": v for k, v in dev.items()})
             if dev["frame_accuracy"] > self.state.best_accuracy.numpy():

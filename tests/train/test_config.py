@@ -15,6 +15,7 @@ def test_config_roundtrip_and_save(tmp_path):
     config.save()
     assert TrainConfig.load(str(tmp_path)) == config
     assert config.is_recurrent and not TrainConfig("2xReLU32", "x").is_recurrent
+    assert config.output_delay == 5 and TrainConfig("2xReLU32", "x", label_delay=5).output_delay == 0
 
 
 @pytest.mark.parametrize("changes, message", [
