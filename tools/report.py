@@ -7,16 +7,19 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write PNG files
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = ("net", "spec", "params", "dev_frame_accuracy", "dev_wer", "dev_cer", "test_wer", "test_cer")
+COLUMNS = ("net", "spec", "params", "dev_frame_accuracy", "acoustic_scale", "dev_wer", "dev_cer", "test_wer",
+           "test_cer")
 
 
 def markdown_table(rows):
     """Rows (dicts with COLUMNS) → the paper-style table: net, #Params, frame accuracy, WER/CER on dev and test."""
-    lines = ["| net | spec | #Params | dev frame acc. (%) | dev WER (%) | dev CER (%) | test WER (%) | test CER (%) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| net | spec | #Params | dev frame acc. (%) | ac. scale | dev WER (%) | dev CER (%) | test WER (%) | "
+             "test CER (%) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(
             f"| {row['net']} | `{row['spec']}` | {row['params'] / 1e6:.2f}M | {100 * row['dev_frame_accuracy']:.1f} | "
+            f"{row['acoustic_scale']:g} | "
             f"{row['dev_wer']:.2f} | {row['dev_cer']:.2f} | {row['test_wer']:.2f} | {row['test_cer']:.2f} |")
     return "\n".join(lines)
 

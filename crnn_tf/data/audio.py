@@ -6,9 +6,14 @@ resampled to the requested rate. Every failure — missing, empty, truncated, co
 """
 import os
 import tempfile
+import threading
 
 import numpy as np
 import tensorflow as tf
+
+# tensorflow-io's AudioIOTensor is not thread-safe: decoding files in two threads at once silently returns another
+# file's samples (measured: 25 of 60 files wrong with 2 threads). Every decode in the process goes through this lock.
+_TFIO_LOCK = threading.Lock()
 
 
 class AudioDecodeError(ValueError):
@@ -63,6 +68,14 @@ def _reason(error: Exception) -> str:
 
 
 def _decode_file(path: str, source: str, sample_rate: int | None) -> tuple[np.ndarray, int]:
+    with _TFIO_LOCK:
+        waveform, rate = _decode_file_unlocked(path, source, sample_rate)
+    if not np.all(np.isfinite(waveform)):
+        raise AudioDecodeError(source, "samples contain NaN or infinity")
+    return waveform.astype(np.float32), rate
+
+
+def _decode_file_unlocked(path: str, source: str, sample_rate: int | None) -> tuple[np.ndarray, int]:
     tfio = _tfio()
     try:
         audio = tfio.audio.AudioIOTensor(path)
@@ -79,9 +92,7 @@ def _decode_file(path: str, source: str, sample_rate: int | None) -> tuple[np.nd
         raise
     except (tf.errors.OpError, ValueError, RuntimeError) as error:
         raise AudioDecodeError(source, _reason(error)) from error
-    if not np.all(np.isfinite(waveform)):
-        raise AudioDecodeError(source, "samples contain NaN or infinity")
-    return waveform.astype(np.float32), rate
+    return waveform, rate
 
 
 def decode_audio(source, sample_rate: int | None = None, *, name: str | None = None) -> tuple[np.ndarray, int]:

@@ -68,3 +68,18 @@ def test_empty_bytes_are_named():
     with pytest.raises(AudioDecodeError, match="empty pipe output"):
         decode_audio(b"", name="cat nothing |")
     assert tf.executing_eagerly()
+
+
+def test_concurrent_decoding_returns_each_files_own_samples(tmp_path):
+    """tensorflow-io's AudioIOTensor mixes files up when two threads decode at once; decode_audio serialises it."""
+    import concurrent.futures
+
+    paths, expected = [], []
+    for index in range(24):
+        samples = synth(0.05 + 0.01 * index, 8000, seed=index)  # different lengths and contents
+        paths.append(write_wav(tmp_path / f"u{index}.wav", samples))
+        expected.append(samples.astype(np.float32))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        decoded = list(pool.map(lambda path: decode_audio(path, 8000)[0], paths * 3))
+    for index, waveform in enumerate(decoded):
+        np.testing.assert_array_equal(waveform, expected[index % len(paths)], err_msg=str(paths[index % len(paths)]))
