@@ -38,7 +38,7 @@ flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momen
                   "at demo scale.")
 flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
 flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
-flags.DEFINE_list("acoustic_scales", ["0.05", "0.067", "0.083", "0.1", "0.125", "0.15"],
+flags.DEFINE_list("acoustic_scales", ["0.067", "0.083", "0.1", "0.125", "0.15", "0.2", "0.25"],
                   "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); test is "
                   "decoded with the one best on dev.")
 flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
