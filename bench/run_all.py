@@ -11,6 +11,7 @@ import datetime
 import os
 import pathlib
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -18,10 +19,13 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# (script, arguments, what it measures); default arguments keep the whole run within a few minutes.
+# (script, arguments, what it measures[, extra environment]); default arguments keep the whole run within minutes.
+# TensorFlow enables oneDNN by default only on CPUs with AVX-512 VNNI/BF16 or AMX; on an AVX2 CPU it uses Eigen's
+# GEMM, which runs large products at about half oneDNN's speed, so the LSTMP figures are taken both ways.
 BENCHMARKS = [
     ("lstmp_speed.py", [], "PeepholeLSTMP(1024, proj 512) vs keras.layers.LSTM(1024) vs torch LSTM(proj_size=512): "
                            "training frames/s, batch-16 inference frames/s, fraction of the matmul roofline"),
+    ("lstmp_speed.py", [], "the same with TensorFlow's oneDNN kernels switched on", {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     ("clstm_speed.py", [], "CLSTM folded (patches in the batch) vs an explicit per-patch loop"),
     ("pipeline_speed.py", [], "tf.data recurrent pipeline from TFRecords and on-the-fly fbank from audio, frames/s"),
     ("train_speed.py", [], "training frames/s of the paper's Lstm2000P750 and best CLSTM at paper scale"),
@@ -29,6 +33,12 @@ BENCHMARKS = [
                             "stream_step latency"),
     ("decode_speed.py", [], "HMM decoder real-time factor"),
 ]
+
+
+def _is_log_noise(line):
+    """Library log and warning lines (absl/glog `I1124 ...`, TF's C++ log, Python warnings): not figures."""
+    return bool(re.match(r"^([IWEF]\d{4} |\d{4}-\d\d-\d\d .*\] |\s*warnings\.warn|.*Warning: |\s+result = _VF)",
+                         line))
 
 
 def machine_description():
@@ -56,11 +66,12 @@ def main():
     selected = {name.strip() for name in args.only.split(",") if name.strip()}
     sections = []
     failures = 0
-    for script, script_args, what in BENCHMARKS:
+    for script, script_args, what, *extra in BENCHMARKS:
+        env_extra = extra[0] if extra else {}
         name = script[:-3]
         if selected and name not in selected:
             continue
-        command = ["python", f"bench/{script}", *script_args]
+        command = [*(f"{k}={v}" for k, v in env_extra.items()), "python", f"bench/{script}", *script_args]
         print(f"== {' '.join(command)}", flush=True)
         start = time.time()
         if not (HERE / script).exists():
@@ -68,9 +79,8 @@ def main():
         else:
             proc = subprocess.run([sys.executable, str(HERE / script), *script_args], cwd=ROOT,
                                   capture_output=True, text=True,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            lines = [line for line in (proc.stdout + proc.stderr).splitlines()
-                     if "Warning" not in line and not line.startswith(("W0000", "I0000", "E0000"))]
+                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_extra})
+            lines = [line for line in (proc.stdout + proc.stderr).splitlines() if not _is_log_noise(line)]
             output = "\n".join(lines).strip()
             status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
             failures += proc.returncode != 0
