@@ -217,11 +217,11 @@ def main(argv):
     features = features_stage(work, hmm)
     rows, curves = [], {}
     for name, spec in nets.items():
-        trained = train_stage(work, name, spec, features)
+        train_stage(work, name, spec, features)
         export_stage(work, name, hmm)
         decoded = decode_stage(work, name, hmm)
         curves[name] = read_metrics(str(work / "models" / name / "metrics.jsonl"))
-        rows.append({"net": name, "spec": spec, "params": trained.get("params") or _count_params(work, name),
+        rows.append({"net": name, "spec": spec, "params": _count_params(work, name),
                      "dev_frame_accuracy": max(r.get("dev_frame_accuracy", 0.0) for r in curves[name]),
                      "dev_wer": decoded["dev"]["wer"], "dev_cer": decoded["dev"]["cer"],
                      "test_wer": decoded["test"]["wer"], "test_cer": decoded["test"]["cer"],

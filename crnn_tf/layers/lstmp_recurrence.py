@@ -84,7 +84,6 @@ class _Buffer:
     """Per-step storage: a Python list when unrolled, else a TensorArray (both time-major)."""
 
     def __init__(self, num_steps, dtype, unroll):
-        self.unroll = unroll
         self.items = [None] * num_steps if unroll else tf.TensorArray(dtype, size=num_steps)
 
     @staticmethod
