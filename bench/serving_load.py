@@ -23,9 +23,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+
+from serving.recognize import decoder_outputs, score_remote  # noqa: E402
+from serving.server import prefer_onednn  # noqa: E402
+
+prefer_onednn()  # in-process figures use the same kernels as the server
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("requests", 2000, "Load part: total requests.")
@@ -43,16 +50,14 @@ flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "RTF part: compute dtypes."
 flags.DEFINE_bool("skip_big", False, "Skip the RTF and streaming parts.")
 flags.DEFINE_float("timeout", 120.0, "Per-request timeout (s).")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 class ServerProcess:
     """`python -m serving.server` on 127.0.0.1 with free ports, stopped with SIGTERM."""
 
-    def __init__(self, base, name):
+    def __init__(self, base, name, *server_args):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "serving.server", f"--model_base_path={base}", f"--model_name={name}",
-             "--rest_port=0", "--grpc_port=0", "--max_batch_size=16"],
+             "--rest_port=0", "--grpc_port=0", f"--max_batch_size={max(16, FLAGS.batch_utts)}", *server_args],
             stdout=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
         line = self.process.stdout.readline()
         if not line.startswith("crnn-serve ready"):
@@ -75,15 +80,9 @@ class ServerProcess:
 
 
 def predict(stub, name, inputs, signature=""):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    return stub.Predict(request, timeout=FLAGS.timeout)
+    """One Predict call; asks only for what a decoder reads, except on `stream_step` (whose states it needs)."""
+    output_filter = () if signature == "stream_step" else decoder_outputs(signature)
+    return score_remote(stub, name, None, signature, inputs, FLAGS.timeout, output_filter)
 
 
 def export(spec, base, name, dim_bands, targets, dtype="float32", signatures=("serving_default", "stream_step")):
@@ -96,6 +95,11 @@ def export(spec, base, name, dim_bands, targets, dtype="float32", signatures=("s
     model = from_spec(spec, num_bands=dim_bands, num_streams=3, num_targets=targets)
     return model, export_saved_model(model, base, name, 1, label_delay=5, compute_dtype=dtype,
                                      signatures=signatures)
+
+
+# For long utterances on few cores: one batch at a time (TF already spreads a batch over every core) and a
+# window long enough for concurrent clients' requests to meet in one batch (docs/serving.md, "Tuning").
+THROUGHPUT_SERVER_ARGS = ("--num_batch_threads=1", "--batch_timeout_micros=20000")
 
 
 def percentile(values, q):
@@ -174,10 +178,15 @@ def big_part(workdir):
                  **{n: tf.zeros([1, *s[1:]]) for n, s in meta_states}}
         step_med, step_best = timed(lambda: step(**chunk), max(FLAGS.repeats, 10))
         del loaded, score, step
-        server = ServerProcess(path.parent, name)
+        server = ServerProcess(path.parent, name, *THROUGHPUT_SERVER_ARGS)
         try:
             stub = server.stub()
             served_med, served_best = timed(lambda: predict(stub, name, utterance), FLAGS.repeats)
+            with concurrent.futures.ThreadPoolExecutor(FLAGS.batch_utts) as pool:
+                # batch_utts clients at once, one utterance each: the batcher joins them into one call.
+                served_batch_med, _ = timed(
+                    lambda: list(pool.map(lambda _: predict(stub, name, utterance), range(FLAGS.batch_utts))),
+                    FLAGS.repeats)
             chunk_np = {k: v.numpy() for k, v in chunk.items()}
             sstep_med, _ = timed(lambda: predict(stub, name, chunk_np, "stream_step"), max(FLAGS.repeats, 10))
         finally:
@@ -187,14 +196,15 @@ def big_part(workdir):
               f"{served_med:.3f} s = RTF {served_med / audio_s:.3f} (best {served_best / audio_s:.3f}); "
               f"export took {export_s:.0f} s")
         print(f"rtf {dtype} batched: {FLAGS.batch_utts} utterances per call in-process {batch_med:.3f} s = "
-              f"throughput RTF {batch_med / (FLAGS.batch_utts * audio_s):.3f}")
+              f"throughput RTF {batch_med / (FLAGS.batch_utts * audio_s):.3f}; {FLAGS.batch_utts} concurrent "
+              f"gRPC clients {served_batch_med:.3f} s = throughput RTF "
+              f"{served_batch_med / (FLAGS.batch_utts * audio_s):.3f} (server {' '.join(THROUGHPUT_SERVER_ARGS)})")
         print(f"stream_step {dtype}: {FLAGS.chunk_frames}-frame chunk, batch 1: in-process median "
               f"{step_med * 1000:.1f} ms (best {step_best * 1000:.1f}); served gRPC median {sstep_med * 1000:.1f} ms")
 
 
 def main(argv):
     del argv
-    sys.path.insert(0, REPO)
     workdir = tempfile.mkdtemp(prefix="crnn-serving-bench-")
     with open("/proc/cpuinfo") as f:
         flags_line = next((line for line in f if line.startswith("flags")), "")

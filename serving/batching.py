@@ -154,6 +154,7 @@ class Batcher:
                 self._run(batch)
 
     def _run(self, batch):
+        log.debug("running %d requests, %d rows", len(batch), sum(t.rows for t in batch))
         try:
             if len(batch) == 1:
                 outputs = [batch[0].signature(batch[0].inputs)]

@@ -84,10 +84,9 @@ class Recognizer:
             if waveform is None or waveform.ndim != 1 or not waveform.size:
                 raise invalid("'waveform' must be a non-empty [samples] array of numbers")
             inputs, signature = {"waveforms": waveform[None], "lengths": [waveform.size]}, "waveform"
-        servable, _, outputs = self.service.predict(model_name, version, signature, inputs)
-        loglik = outputs["log_likelihoods"][0]
-        if "num_frames" in outputs:
-            loglik = loglik[:int(outputs["num_frames"][0])]
+        servable, _, outputs = self.service.predict(model_name, version, signature, inputs,
+                                                    output_filter=decoder_outputs(signature))
+        loglik = valid_log_likelihoods(outputs)
         try:
             with self._lock:
                 decoded = self.decoder.decode(loglik, utt=str(body.get("utt", "utt")))
@@ -120,8 +119,22 @@ def define_flags():
     flags.DEFINE_float("timeout", 60.0, "Per-request timeout in seconds.")
 
 
-def score_remote(stub, model_name, version, signature, inputs, timeout):
-    """Calls Predict on a TF Serving endpoint; returns dict of numpy outputs."""
+def decoder_outputs(signature):
+    """The outputs the decoder reads from `signature` (an `output_filter`): the log-posteriors, which the
+    signatures also return, would double the response."""
+    return ["log_likelihoods", "num_frames"] if signature == "waveform" else ["log_likelihoods"]
+
+
+def valid_log_likelihoods(outputs):
+    """The first utterance's [frames, senones] log-likelihoods, cut to its valid frames (`waveform` pads)."""
+    loglik = outputs["log_likelihoods"][0]
+    if "num_frames" in outputs:
+        loglik = loglik[:int(outputs["num_frames"][0])]
+    return loglik
+
+
+def score_remote(stub, model_name, version, signature, inputs, timeout, output_filter=()):
+    """Calls Predict on a TF Serving endpoint; returns dict of numpy outputs (those in `output_filter`, or all)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
@@ -132,6 +145,7 @@ def score_remote(stub, model_name, version, signature, inputs, timeout):
         request.model_spec.version.value = version
     for name, value in inputs.items():
         request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    request.output_filter.extend(output_filter)
     response = stub.Predict(request, timeout=timeout)
     return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
 
@@ -167,10 +181,9 @@ def main(argv):
                                                            ("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     for utt, signature, inputs in _utterances(argv[1:]):
-        outputs = score_remote(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs, FLAGS.timeout)
-        loglik = outputs["log_likelihoods"][0]
-        if "num_frames" in outputs:
-            loglik = loglik[:int(outputs["num_frames"][0])]
+        outputs = score_remote(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs, FLAGS.timeout,
+                               decoder_outputs(signature))
+        loglik = valid_log_likelihoods(outputs)
         decoded = decoder.decode(loglik, utt=utt)
         print(json.dumps(result_dict(decoded, FLAGS.frame_shift_ms / 1000.0, FLAGS.model_version)), flush=True)
     return 0

@@ -7,6 +7,7 @@ Loads the newest version under --model_base_path, polls for new ones, batches co
 unless --host says otherwise, and shuts down gracefully on SIGTERM/SIGINT (stops accepting, finishes in-flight
 requests). See docs/serving.md.
 """
+import os
 import signal
 import threading
 import time
@@ -126,8 +127,19 @@ def main(argv):
     print("crnn-serve stopped", flush=True)
 
 
+def prefer_onednn():
+    """Turns on TensorFlow's oneDNN CPU kernels unless TF_ENABLE_ONEDNN_OPTS says otherwise.
+
+    TensorFlow enables them by itself only on CPUs with AVX-512 VNNI/BF16/AMX; on AVX2-only CPUs its default Eigen
+    GEMM runs the large products at about half oneDNN's speed (BENCHMARKS.md), and scoring is mostly large products.
+    Must run before TensorFlow is imported; results differ from Eigen's only in float32 summation order (~1e-6).
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
 def run():
     """Console-script entry point (`crnn-serve`)."""
+    prefer_onednn()
     define_flags()
     app.run(main)
 

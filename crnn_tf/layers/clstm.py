@@ -32,7 +32,8 @@ class CLSTM(keras.layers.Layer):
       streams_first: bool, input layout as above. Default True.
       return_state: bool, also return the shared LSTM's final state per patch. Default False.
       **lstm_kwargs: passed to the shared `PeepholeLSTMP` (use_peepholes, cell_clip, projection_clip, unroll,
-        initializers, ...).
+        initializers, ...). `feature_major_inference` defaults to True here: the patches are a wide batch of
+        narrow sequences.
 
     Call arguments:
       inputs: (batch, time, num_streams * num_bands).
@@ -83,7 +84,8 @@ class CLSTM(keras.layers.Layer):
         self.lstm_kwargs = dict(lstm_kwargs)
         self.patch_lstm = PeepholeLSTMP(
             units, projection_units=projection_units, return_sequences=True, return_state=return_state,
-            name="patch_lstm", dtype=self.dtype_policy, **lstm_kwargs)
+            name="patch_lstm", dtype=self.dtype_policy,
+            **{"feature_major_inference": True, **lstm_kwargs})  # many narrow sequences: see PeepholeLSTMP
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
         if self.num_bands is not None:

@@ -103,10 +103,14 @@ def _read(seq, t, unroll):
     return seq[t] if unroll else tf.gather(seq, t)
 
 
-def _step(xw_t, mask_t, c_prev, r_prev, recurrent_kernel, peepholes, projection_kernel, opts):
-    """One forward step; returns the new carry and what the backward pass needs."""
-    z = xw_t + tf.matmul(r_prev, recurrent_kernel)
-    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
+def _step(z, mask_t, c_prev, r_prev, peepholes, project, opts, axis=-1):
+    """One forward step from the gate pre-activations z = xw_t + r_{t-1} @ U; returns the new carry and what the
+    backward pass needs.
+
+    `axis` is the feature axis: -1 for batch-major state (B, N), 0 for feature-major (N, B); `peepholes[k]` and
+    `mask_t` must broadcast against the state. `project(m)` applies the projection kernel (None: no projection).
+    """
+    z_i, z_f, z_c, z_o = tf.split(z, 4, axis=axis)
     if opts.use_peepholes:
         z_i += peepholes[0] * c_prev
         z_f += peepholes[1] * c_prev
@@ -120,13 +124,17 @@ def _step(xw_t, mask_t, c_prev, r_prev, recurrent_kernel, peepholes, projection_
     o = tf.sigmoid(z_o)
     h = tf.tanh(c_new)
     m = o * h
-    r_raw = m if projection_kernel is None else tf.matmul(m, projection_kernel)
+    r_raw = m if project is None else project(m)
     r_new = _clip(r_raw, opts.projection_clip)
     if mask_t is None:
         return c_new, r_new, r_new, (i, f, g, o, c_raw, m, r_raw)
     c_t = c_prev + mask_t * (c_new - c_prev)
     r_t = r_prev + mask_t * (r_new - r_prev)
     return c_t, r_t, mask_t * r_new, (i, f, g, o, c_raw, m, r_raw)
+
+
+def _projector(projection_kernel):
+    return None if projection_kernel is None else (lambda m: tf.matmul(m, projection_kernel))
 
 
 def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, opts: RecurrenceOptions):
@@ -144,13 +152,55 @@ def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, op
     def body(t, carry):
         c, r, ys = carry
         mask_t = None if mask is None else _read(mask, t, opts.unroll)
-        c, r, y, _ = _step(_read(xw, t, opts.unroll), mask_t, c, r, recurrent_kernel, peepholes,
-                           projection_kernel, opts)
+        z = _read(xw, t, opts.unroll) + tf.matmul(r, recurrent_kernel)
+        c, r, y, _ = _step(z, mask_t, c, r, peepholes, project, opts)
         return c, r, _Buffer.write(ys, t, y, opts.unroll)
 
+    project = _projector(projection_kernel)
     ys = _Buffer(num_steps, xw.dtype, opts.unroll).items
     c, r, ys = _loop(num_steps, body, (c0, r0, ys), opts.unroll)
     return _Buffer.stack(ys, opts.unroll), c, r
+
+
+def forward_feature_major(x, kernel, bias, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel,
+                          opts: RecurrenceOptions):
+    """Inference-only forward pass laid out for many narrow sequences at once (the CLSTM's patches).
+
+    The same recurrence as `forward`, equal up to float summation order, organised differently:
+      - the state is feature-major, (N, B): the four gates are row blocks of one matrix product, so splitting
+        them copies nothing (a batch-major split copies the whole (B, 4N) gate matrix every step);
+      - the input transform runs inside the loop, fused with the recurrent term as ONE product
+        [kernel; recurrent_kernel]^T @ [x_t; r_{t-1}], instead of a (T, B, 4N) tensor that is 4N/D times the size
+        of the input (1.2 GB for a 16-utterance batch of the paper's CLSTM).
+    Measured on 2 cores for the paper's CLstm384P256 at 16 utterances x 500 frames: ~1.7x faster than `forward`
+    (see bench/clstm_speed.py). With a wide input or a narrow batch, `forward` is the better choice.
+
+    Args:
+      x: (T, B, D) time-major inputs. kernel: (D, 4N). bias: (4N,).
+      mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, opts: as for `forward`.
+
+    Returns:
+      (outputs (T, B, P), c_T (B, N), r_T (B, P)), as `forward`.
+    """
+    num_steps = x.shape[0] if opts.unroll else tf.shape(x)[0]
+    inputs = tf.transpose(x, [0, 2, 1])  # (T, D, B)
+    stacked_kernel = tf.transpose(tf.concat([kernel, recurrent_kernel], 0))  # (4N, D + P)
+    bias = bias[:, None]
+    peepholes = None if peepholes is None else peepholes[:, :, None]
+    projection = None if projection_kernel is None else tf.transpose(projection_kernel)
+    project = None if projection is None else (lambda m: tf.matmul(projection, m))
+    mask = None if mask is None else tf.transpose(mask, [0, 2, 1])  # (T, 1, B)
+
+    def body(t, carry):
+        c, r, ys = carry
+        mask_t = None if mask is None else _read(mask, t, opts.unroll)
+        z = tf.matmul(stacked_kernel, tf.concat([_read(inputs, t, opts.unroll), r], 0)) + bias
+        c, r, y, _ = _step(z, mask_t, c, r, peepholes, project, opts, axis=0)
+        return c, r, _Buffer.write(ys, t, y, opts.unroll)
+
+    ys = _Buffer(num_steps, x.dtype, opts.unroll).items
+    c, r, ys = _loop(num_steps, body, (tf.transpose(c0), tf.transpose(r0), ys), opts.unroll)
+    return tf.transpose(_Buffer.stack(ys, opts.unroll), [0, 2, 1]), tf.transpose(c), tf.transpose(r)
 
 
 def forward_with_gradient(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel,
@@ -177,8 +227,8 @@ def forward_with_gradient(xw, mask, c0, r0, recurrent_kernel, peepholes, project
             c, r, ys, saved_gates, saved_cells, saved_m, saved_r, saved_c_prev, saved_r_prev = carry
             mask_t = None if M is None else _read(M, t, unroll)
             c_prev, r_prev = c, r
-            c, r, y, (i, f, g, o, c_raw, m, r_raw) = _step(
-                _read(xw, t, unroll), mask_t, c, r, recurrent_kernel, P, V, opts)
+            z = _read(xw, t, unroll) + tf.matmul(r, recurrent_kernel)
+            c, r, y, (i, f, g, o, c_raw, m, r_raw) = _step(z, mask_t, c, r, P, _projector(V), opts)
             return (c, r,
                     _Buffer.write(ys, t, y, unroll),
                     _Buffer.write(saved_gates, t, tf.concat([i, f, g, o], -1), unroll),

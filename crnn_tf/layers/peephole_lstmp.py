@@ -36,6 +36,10 @@ class PeepholeLSTMP(keras.layers.Layer):
       unit_forget_bias: bool, add 1 to the forget-gate bias at initialisation. Default True.
       unroll: bool, unroll the time loop (needs a static number of frames; fastest for short truncated-BPTT
         chunks, slower to build for long ones). Default False.
+      feature_major_inference: bool; at inference, keep the state feature-major and apply the input transform
+        inside the time loop (`lstmp_recurrence.forward_feature_major`): faster for a wide batch of narrow
+        sequences, as the CLSTM's patches are; slower for a narrow batch. Same results up to float rounding.
+        Default False.
       kernel_initializer: for `kernel`. Default "glorot_uniform".
       recurrent_initializer: for `recurrent_kernel`. Default "orthogonal".
       bias_initializer: for `bias`. Default "zeros".
@@ -73,6 +77,7 @@ class PeepholeLSTMP(keras.layers.Layer):
         return_state=False,
         unit_forget_bias=True,
         unroll=False,
+        feature_major_inference=False,
         kernel_initializer="glorot_uniform",
         recurrent_initializer="orthogonal",
         bias_initializer="zeros",
@@ -95,6 +100,7 @@ class PeepholeLSTMP(keras.layers.Layer):
         self.return_state = return_state
         self.unit_forget_bias = unit_forget_bias
         self.unroll = unroll
+        self.feature_major_inference = bool(feature_major_inference)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -158,10 +164,6 @@ class PeepholeLSTMP(keras.layers.Layer):
 
         # Time-major before the input transform: transposing (T, B, D) is cheaper than (T, B, 4N).
         x = tf.transpose(inputs, [1, 0, 2])
-        xw = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), weight(self.kernel)) + weight(self.bias)
-        xw = tf.reshape(xw, [tf.shape(x)[0], batch, 4 * self.units])
-        if num_frames is not None:
-            xw = tf.ensure_shape(xw, [num_frames, None, 4 * self.units])
         time_mask = None
         if mask is not None:
             time_mask = tf.cast(tf.transpose(mask), dtype)[:, :, None]
@@ -172,9 +174,18 @@ class PeepholeLSTMP(keras.layers.Layer):
             if len(initial_state) != 2:
                 raise ValueError(f"{self.name}: initial_state must be [c, r], got {len(initial_state)} tensors")
             c0, r0 = (tf.cast(s, dtype) for s in initial_state)
-        run = lstmp_recurrence.forward_with_gradient if training else lstmp_recurrence.forward
-        ys, c_T, r_T = run(xw, time_mask, c0, r0, weight(self.recurrent_kernel), weight(self.peephole_kernel),
-                           weight(self.projection_kernel), self._options(num_frames))
+        recurrence = (weight(self.recurrent_kernel), weight(self.peephole_kernel), weight(self.projection_kernel),
+                      self._options(num_frames))
+        if self.feature_major_inference and not training:
+            ys, c_T, r_T = lstmp_recurrence.forward_feature_major(
+                x, weight(self.kernel), weight(self.bias), time_mask, c0, r0, *recurrence)
+        else:
+            xw = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), weight(self.kernel)) + weight(self.bias)
+            xw = tf.reshape(xw, [tf.shape(x)[0], batch, 4 * self.units])
+            if num_frames is not None:
+                xw = tf.ensure_shape(xw, [num_frames, None, 4 * self.units])
+            run = lstmp_recurrence.forward_with_gradient if training else lstmp_recurrence.forward
+            ys, c_T, r_T = run(xw, time_mask, c0, r0, *recurrence)
         if self.return_sequences:
             output = tf.transpose(ys, [1, 0, 2])
         else:
@@ -207,6 +218,7 @@ class PeepholeLSTMP(keras.layers.Layer):
             "return_state": self.return_state,
             "unit_forget_bias": self.unit_forget_bias,
             "unroll": self.unroll,
+            "feature_major_inference": self.feature_major_inference,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),

@@ -105,10 +105,18 @@ def tf1_results(tmp_path_factory):
     return {name: dict(np.load(workdir / f"{name}.out.npz")) for name in CASES}
 
 
+# The three graphs the layer can build: hand-written BPTT, batch-major inference, feature-major inference.
+GRAPHS = {
+    "train_graph": dict(training=True),
+    "inference_graph": dict(training=False),
+    "feature_major_inference_graph": dict(training=False, feature_major_inference=True),
+}
+
+
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("training", [True, False], ids=["train_graph", "inference_graph"])
-def test_matches_tf1_lstmcell(tf1_results, name, training):
-    ours = _run_ours(name, training=training)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_matches_tf1_lstmcell(tf1_results, name, graph):
+    ours = _run_ours(name, **GRAPHS[graph])
     theirs = tf1_results[name]
     assert set(ours) == set(theirs)
     for key in theirs:
@@ -185,8 +193,9 @@ def test_matches_numpy_reference(name):
 
 
 @pytest.mark.parametrize("name", ["peepholes_projection_masked", "clipped_masked"])
-def test_unrolled_equals_while_loop(name):
-    looped, unrolled = _run_ours(name), _run_ours(name, unroll=True)
+@pytest.mark.parametrize("graph", list(GRAPHS))
+def test_unrolled_equals_while_loop(name, graph):
+    looped, unrolled = _run_ours(name, **GRAPHS[graph]), _run_ours(name, unroll=True, **GRAPHS[graph])
     for key in looped:
         np.testing.assert_allclose(unrolled[key], looped[key], atol=1e-6, err_msg=key)
 
@@ -213,8 +222,9 @@ def test_golden_values():
                                atol=2e-6)
 
 
-def test_padded_frames_change_neither_outputs_nor_state():
-    layer, arrays = _layer_for("peepholes_projection_masked")
+@pytest.mark.parametrize("feature_major", [False, True], ids=["batch_major", "feature_major"])
+def test_padded_frames_change_neither_outputs_nor_state(feature_major):
+    layer, arrays = _layer_for("peepholes_projection_masked", feature_major_inference=feature_major)
     x = arrays["x"][1:2]
     length = int(LENGTHS[1])
     garbage = x.copy()
@@ -228,8 +238,9 @@ def test_padded_frames_change_neither_outputs_nor_state():
     np.testing.assert_allclose(r_padded, r_short, atol=1e-6)
 
 
-def test_chunked_streaming_equals_whole_sequence():
-    layer, arrays = _layer_for("clipped_masked")
+@pytest.mark.parametrize("feature_major", [False, True], ids=["batch_major", "feature_major"])
+def test_chunked_streaming_equals_whole_sequence(feature_major):
+    layer, arrays = _layer_for("clipped_masked", feature_major_inference=feature_major)
     x = arrays["x"]
     y_whole, c_whole, r_whole = layer(x)
     state, outputs = None, []

@@ -73,8 +73,9 @@ def test_recognizer_scores_then_decodes():
                                          end_frames=[5, 9], likelihood=-1.5, partial=False, num_frames=len(loglik))
 
     class StubService:
-        def predict(self, name, version, signature, inputs):
+        def predict(self, name, version, signature, inputs, output_filter=()):
             seen["signature"] = signature
+            seen["output_filter"] = list(output_filter)
             frames = np.asarray(inputs["lengths"])[0] if signature == "serving_default" else 9
             servable = types.SimpleNamespace(version=3, metadata={"feature_config": {"frame_shift_ms": 10.0}})
             outputs = {"log_likelihoods": np.zeros((1, 12, 4), np.float32)}
@@ -85,7 +86,8 @@ def test_recognizer_scores_then_decodes():
     recognizer = Recognizer(decoder=StubDecoder())
     recognizer.bind(StubService())
     result = recognizer.recognize_request({"waveform": [0.0] * 800, "utt": "u1"}, "m")
-    assert seen == {"shape": (9, 4), "signature": "waveform"}
+    assert seen == {"shape": (9, 4), "signature": "waveform",
+                    "output_filter": ["log_likelihoods", "num_frames"]}  # no log-posteriors for the decoder
     assert result["text"] == "HELLO WORLD" and result["model_version"] == 3
     assert result["words"][1] == {"word": "WORLD", "start": 0.05, "end": 0.09}
     with pytest.raises(ServingError, match="exactly one of"):
