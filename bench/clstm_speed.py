@@ -1,7 +1,8 @@
 """CLSTM with patches folded into the batch vs an explicit per-patch loop over the same shared LSTM.
 
-Both compute the same function (tests/layers/test_clstm.py checks it); this measures what folding buys:
-one recurrence over (batch x patches) sequences instead of one recurrence per patch.
+All rows compute the same function (tests/layers/test_clstm.py checks it); this measures what folding buys:
+one recurrence over (batch x patches) sequences instead of one recurrence per patch; and, at inference, what the
+feature-major loop (`lstmp_recurrence.forward_feature_major`, the CLSTM's default) buys over the batch-major one.
 
 Usage: python bench/clstm_speed.py [--units 384] [--projection 256] [--batch 20] [--frames 15]
 """
@@ -85,21 +86,27 @@ def main():
     x = tf.constant(rng.standard_normal((args.batch, args.frames, dim), dtype=np.float32))
     x_inf = tf.constant(rng.standard_normal((args.infer_batch, args.infer_frames, dim), dtype=np.float32))
     folded = CLSTM(args.units, projection_units=args.projection, num_bands=args.num_bands)
+    batch_major = CLSTM(args.units, projection_units=args.projection, num_bands=args.num_bands,
+                        feature_major_inference=False)
     folded(x[:1])
-    per_patch = PerPatchCLSTM(folded)
-    np.testing.assert_allclose(per_patch(x[:2]).numpy(), folded(x[:2]).numpy(), atol=1e-5)  # same function
+    batch_major(x[:1])
+    batch_major.set_weights(folded.get_weights())
+    per_patch = PerPatchCLSTM(batch_major)  # the naive form runs the plain (batch-major) loop per patch
+    for layer in (per_patch, batch_major):  # same function
+        np.testing.assert_allclose(layer(x_inf[:2]).numpy(), folded(x_inf[:2]).numpy(), atol=1e-5)
     train_frames, infer_frames = args.batch * args.frames, args.infer_batch * args.infer_frames
     rows = {}
-    for name, layer in (("folded", folded), ("per-patch loop", per_patch)):
+    for name, layer in (("folded", folded), ("folded, batch-major", batch_major), ("per-patch loop", per_patch)):
         rows[name] = (train_frames / _time(train_step(layer, x), args.seconds),
                       infer_frames / _time(inference(layer, x_inf), args.seconds))
     print(f"CLSTM{args.units}P{args.projection}, patch {folded.patch_size}, {folded.num_patches} patches, "
           f"pool {folded.pool_size}, input {dim}; {os.cpu_count()} CPU threads")
-    print(f"{'':16s} {'train frames/s':>16s} {'inference frames/s':>20s}")
+    print(f"{'':20s} {'train frames/s':>16s} {'inference frames/s':>20s}")
     for name, (train_fps, infer_fps) in rows.items():
-        print(f"{name:16s} {train_fps:16.0f} {infer_fps:20.0f}")
+        print(f"{name:20s} {train_fps:16.0f} {infer_fps:20.0f}")
     print(f"folded / per-patch: training {rows['folded'][0] / rows['per-patch loop'][0]:.2f}x, "
-          f"inference {rows['folded'][1] / rows['per-patch loop'][1]:.2f}x")
+          f"inference {rows['folded'][1] / rows['per-patch loop'][1]:.2f}x; feature-major / batch-major "
+          f"inference {rows['folded'][1] / rows['folded, batch-major'][1]:.2f}x")
 
 
 if __name__ == "__main__":

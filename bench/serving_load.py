@@ -1,13 +1,16 @@
 """Loopback load test of crnn-serve, and scoring real-time factors of the paper's best net (served vs in-process).
 
-Three parts, each bounded (the whole default run takes well under 2 minutes on 2 cores):
+Three parts, each bounded (the whole default run takes about 10 minutes on 2 cores):
   1. load: a small model served by `crnn-serve` (a subprocess on 127.0.0.1), `--requests` gRPC Predict calls at
      `--concurrency`, each a random utterance of `--min_frames`..`--max_frames`; prints throughput, p50/p99 latency
      and the error count (must be 0).
   2. rtf: the paper's best net (`--big_spec`, 93 dims, 5529 senones, random weights) exported in float32 and bf16;
      real-time factor (scoring seconds / audio seconds, 10 ms frames) of one `--utt_frames` utterance, served (gRPC)
-     next to in-process (the same SavedModel called directly).
-  3. streaming: `stream_step` latency of a `--chunk_frames` chunk (150 ms) at batch 1, in-process and served.
+     next to in-process (the same SavedModel called directly); and the throughput RTF of `--batch_utts` such
+     utterances, in one in-process call and from as many concurrent gRPC clients (a server tuned for throughput,
+     THROUGHPUT_SERVER_ARGS).
+  3. streaming: `stream_step` latency of a `--chunk_frames` chunk (150 ms) at batch 1, in-process and served, and
+     of `--batch_utts` streams' chunks in one call.
 
 Example:
   python bench/serving_load.py                          # defaults
@@ -177,18 +180,25 @@ def big_part(workdir):
                  "lengths": tf.constant([FLAGS.chunk_frames], tf.int32),
                  **{n: tf.zeros([1, *s[1:]]) for n, s in meta_states}}
         step_med, step_best = timed(lambda: step(**chunk), max(FLAGS.repeats, 10))
+        streams = {k: tf.repeat(v, FLAGS.batch_utts, axis=0) for k, v in chunk.items()}  # concurrent streams
+        streams_med, _ = timed(lambda: step(**streams), max(FLAGS.repeats, 10))
         del loaded, score, step
-        server = ServerProcess(path.parent, name, *THROUGHPUT_SERVER_ARGS)
+        server = ServerProcess(path.parent, name)  # defaults: the latency figures
         try:
             stub = server.stub()
             served_med, served_best = timed(lambda: predict(stub, name, utterance), FLAGS.repeats)
+            chunk_np = {k: v.numpy() for k, v in chunk.items()}
+            sstep_med, _ = timed(lambda: predict(stub, name, chunk_np, "stream_step"), max(FLAGS.repeats, 10))
+        finally:
+            server.stop()
+        server = ServerProcess(path.parent, name, *THROUGHPUT_SERVER_ARGS)
+        try:
+            stub = server.stub()
             with concurrent.futures.ThreadPoolExecutor(FLAGS.batch_utts) as pool:
                 # batch_utts clients at once, one utterance each: the batcher joins them into one call.
                 served_batch_med, _ = timed(
                     lambda: list(pool.map(lambda _: predict(stub, name, utterance), range(FLAGS.batch_utts))),
                     FLAGS.repeats)
-            chunk_np = {k: v.numpy() for k, v in chunk.items()}
-            sstep_med, _ = timed(lambda: predict(stub, name, chunk_np, "stream_step"), max(FLAGS.repeats, 10))
         finally:
             server.stop()
         print(f"rtf {dtype}: {FLAGS.big_spec}, {frames} frames ({audio_s:.1f} s): in-process "
@@ -200,7 +210,8 @@ def big_part(workdir):
               f"gRPC clients {served_batch_med:.3f} s = throughput RTF "
               f"{served_batch_med / (FLAGS.batch_utts * audio_s):.3f} (server {' '.join(THROUGHPUT_SERVER_ARGS)})")
         print(f"stream_step {dtype}: {FLAGS.chunk_frames}-frame chunk, batch 1: in-process median "
-              f"{step_med * 1000:.1f} ms (best {step_best * 1000:.1f}); served gRPC median {sstep_med * 1000:.1f} ms")
+              f"{step_med * 1000:.1f} ms (best {step_best * 1000:.1f}); served gRPC median {sstep_med * 1000:.1f} ms; "
+              f"{FLAGS.batch_utts} streams in one call: {streams_med * 1000:.1f} ms in-process")
 
 
 def main(argv):

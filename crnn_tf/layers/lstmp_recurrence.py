@@ -172,8 +172,9 @@ def forward_feature_major(x, kernel, bias, mask, c0, r0, recurrent_kernel, peeph
       - the input transform runs inside the loop, fused with the recurrent term as ONE product
         [kernel; recurrent_kernel]^T @ [x_t; r_{t-1}], instead of a (T, B, 4N) tensor that is 4N/D times the size
         of the input (1.2 GB for a 16-utterance batch of the paper's CLSTM).
-    Measured on 2 cores for the paper's CLstm384P256 at 16 utterances x 500 frames: ~1.7x faster than `forward`
-    (see bench/clstm_speed.py). With a wide input or a narrow batch, `forward` is the better choice.
+    The paper's CLstm384P256 on 16 utterances x 500 frames (384 sequences) runs 1.12x faster than with `forward`
+    on the project's 2-core CPU (bench/clstm_speed.py measures it). With a wide input or a narrow batch (the
+    transposed products lose there), `forward` is the better choice.
 
     Args:
       x: (T, B, D) time-major inputs. kernel: (D, 4N). bias: (4N,).
