@@ -172,9 +172,9 @@ def forward_feature_major(x, kernel, bias, mask, c0, r0, recurrent_kernel, peeph
       - the input transform runs inside the loop, fused with the recurrent term as ONE product
         [kernel; recurrent_kernel]^T @ [x_t; r_{t-1}], instead of a (T, B, 4N) tensor that is 4N/D times the size
         of the input (1.2 GB for a 16-utterance batch of the paper's CLSTM).
-    The paper's CLstm384P256 on 16 utterances x 500 frames (384 sequences) runs 1.12x faster than with `forward`
-    on the project's 2-core CPU (bench/clstm_speed.py measures it). With a wide input or a narrow batch (the
-    transposed products lose there), `forward` is the better choice.
+    On the project's 2-core CPU the paper's CLstm384P256 runs 1.37x faster than with `forward` at 4 utterances x
+    200 frames (bench/clstm_speed.py) and 1.12x at 16 x 500. With a wide input or a narrow batch (the transposed
+    products lose there), `forward` is the better choice.
 
     Args:
       x: (T, B, D) time-major inputs. kernel: (D, 4N). bias: (4N,).
