@@ -235,3 +235,16 @@ def test_cli_serves_and_shuts_down_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")], ids=["unset_turns_on", "opt_out_kept"])
+def test_prefer_onednn_respects_an_explicit_choice(monkeypatch, preset, expected):
+    from serving.server import prefer_onednn
+
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "placeholder")  # records the original, restored afterwards
+    if preset is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", preset)
+    prefer_onednn()
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == expected
