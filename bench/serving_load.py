@@ -102,7 +102,7 @@ def export(spec, base, name, dim_bands, targets, dtype="float32", signatures=("s
 
 # For long utterances on few cores: one batch at a time (TF already spreads a batch over every core) and a
 # window long enough for concurrent clients' requests to meet in one batch (docs/serving.md, "Tuning").
-THROUGHPUT_SERVER_ARGS = ("--num_batch_threads=1", "--batch_timeout_micros=20000")
+THROUGHPUT_SERVER_ARGS = ("--num_batch_threads=1", "--batch_timeout_micros=100000")
 
 
 def percentile(values, q):
