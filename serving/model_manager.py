@@ -15,11 +15,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving.errors import invalid, not_found
+from serving.errors import ServingError, invalid, not_found
 
 log = logging.getLogger(__name__)
 
 METADATA_ASSET = "crnn_metadata.json"  # written by crnn_tf.export (read as a plain file: no crnn_tf import)
+WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"  # TF Serving's fixed location
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 class Signature:
@@ -148,6 +150,38 @@ class Servable:
                                   if key in self.signatures}
         metadata_file = self.path / "assets" / METADATA_ASSET
         self.metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+        self.warmup_requests = self._warm_up()
+
+    def _warm_up(self):
+        """Replays the version's warm-up requests as TF Serving does at load; returns how many ran.
+
+        Reads `assets.extra/tf_serving_warmup_requests` (a TFRecord of PredictionLog; crnn-export writes one
+        PredictRequest per signature) and runs each request through its signature once, so the first client
+        request does not pay for the graph's optimisation. As in TF Serving, a record that fails, is not a
+        PredictLog, or is past the 1000th fails the load.
+        """
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        path = self.path / WARMUP_FILE
+        if not path.exists():
+            return 0
+        count = 0
+        for index, record in enumerate(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()):
+            if index >= MAX_WARMUP_RECORDS:
+                raise ValueError(f"{path}: more than {MAX_WARMUP_RECORDS} warm-up records")
+            entry = prediction_log_pb2.PredictionLog.FromString(record)
+            kind = entry.WhichOneof("log_type")
+            if kind != "predict_log":
+                raise ValueError(f"{path}: warm-up record {index} is a {kind}; this server replays only predict_log")
+            request = entry.predict_log.request
+            try:
+                signature = self.signature(request.model_spec.signature_name)
+                signature(signature.validate({name: tf.make_ndarray(t) for name, t in request.inputs.items()}))
+            except ServingError as error:
+                raise ValueError(f"{path}: warm-up record {index} failed: {error.message}") from None
+            count += 1
+        log.info("%s version %d: replayed %d warm-up requests", self.name, self.version, count)
+        return count
 
     def signature(self, key):
         """The signature `key` ("" means serving_default); INVALID_ARGUMENT when absent (as TF Serving)."""

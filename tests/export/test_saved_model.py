@@ -164,3 +164,25 @@ def test_metadata_round_trip():
     meta = ExportMetadata(num_senones=3, feature_dim=9, states=[{"name": "a_c", "shape": [2]}])
     assert ExportMetadata.from_json(meta.to_json()) == meta
     assert json.loads(meta.to_json())["num_senones"] == 3
+
+
+def _warmup_requests(path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))
+    return [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records.as_numpy_iterator()]
+
+
+def test_warmup_requests_cover_every_signature_and_replay(exported):
+    model, path, loaded = exported
+    requests = _warmup_requests(path)
+    assert sorted(r.model_spec.signature_name for r in requests) == ["serving_default", "stream_step", "waveform"]
+    assert {r.model_spec.name for r in requests} == {helpers.MODEL_NAME}
+    for request in requests:
+        inputs = {name: tf.make_ndarray(t) for name, t in request.inputs.items()}
+        assert inputs["lengths"].shape == (1,) and all(np.isfinite(v).all() for v in inputs.values())
+        outputs = _call(loaded.signatures[request.model_spec.signature_name], **inputs)
+        assert np.isfinite(outputs["log_likelihoods"]).all()
+        if request.model_spec.signature_name == "serving_default":  # the request is a real utterance
+            want = helpers.reference(model, inputs["features"], inputs["lengths"])
+            np.testing.assert_allclose(outputs["log_likelihoods"], want["log_likelihoods"], atol=ATOL)

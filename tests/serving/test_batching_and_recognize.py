@@ -1,4 +1,5 @@
 """Batcher queue bound and merging, and the recognize route's chain (with a stub decoder)."""
+import shutil
 import threading
 import types
 
@@ -92,3 +93,49 @@ def test_recognizer_scores_then_decodes():
     assert result["words"][1] == {"word": "WORLD", "start": 0.05, "end": 0.09}
     with pytest.raises(ServingError, match="exactly one of"):
         recognizer.recognize_request({"features": [[1.0]], "waveform": [1.0]}, "m")
+
+
+def _warmup_record(signature_name, inputs=None, kind="predict_log"):
+    from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
+
+    if kind != "predict_log":
+        return prediction_log_pb2.PredictionLog(
+            classify_log=prediction_log_pb2.ClassifyLog(request=classification_pb2.ClassificationRequest()))
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = signature_name
+    for name, value in (inputs or {}).items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+
+
+def test_load_replays_the_exports_warmup_requests():
+    from serving.model_manager import Servable
+    from tests.export import helpers
+
+    _, _, path = helpers.exported()
+    servable = Servable(helpers.MODEL_NAME, 1, path)
+    assert servable.warmup_requests == 3  # one per signature
+
+
+@pytest.mark.parametrize("record, message", [
+    (("nope",), 'signature name: "nope" not found'),
+    (("serving_default", {"features": np.full((1, 4, 33), np.nan, np.float32), "lengths": np.array([4], np.int32)}),
+     "NaN"),
+    (("serving_default", None, "classify_log"), "replays only predict_log"),
+], ids=["unknown_signature", "nan_input", "not_a_predict_log"])
+def test_failing_warmup_fails_the_load_and_the_previous_version_keeps_serving(tmp_path, record, message):
+    from serving.model_manager import WARMUP_FILE, ModelManager
+    from tests.export import helpers
+
+    _, _, path = helpers.exported()
+    shutil.copytree(path, tmp_path / "1")
+    manager = ModelManager(tmp_path, helpers.MODEL_NAME, poll_seconds=0)
+    manager.poll()
+    shutil.copytree(path, tmp_path / "2")
+    with tf.io.TFRecordWriter(str(tmp_path / "2" / WARMUP_FILE)) as writer:
+        writer.write(_warmup_record(*record).SerializeToString())
+    manager.poll()
+    state = {s["version"]: (s["state"], s["status"]["error_message"]) for s in manager.status(helpers.MODEL_NAME)}
+    assert state["2"][0] == "END" and "warm-up record 0" in state["2"][1], state
+    assert message.lower() in state["2"][1].lower(), state
+    assert state["1"][0] == "AVAILABLE" and manager.get(helpers.MODEL_NAME).version == 1
