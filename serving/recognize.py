@@ -150,6 +150,12 @@ def score_remote(stub, model_name, version, signature, inputs, timeout, output_f
     return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
 
 
+def remote_log_likelihoods(stub, model_name, version, signature, inputs, timeout):
+    """Scores one utterance on a TF Serving endpoint; returns its valid [frames, senones] log-likelihoods."""
+    outputs = score_remote(stub, model_name, version, signature, inputs, timeout, decoder_outputs(signature))
+    return valid_log_likelihoods(outputs)
+
+
 def _utterances(paths):
     if FLAGS.feats_rspecifier:
         from crnn_tf.data.kaldi_io import read_matrices
@@ -181,9 +187,8 @@ def main(argv):
                                                            ("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     for utt, signature, inputs in _utterances(argv[1:]):
-        outputs = score_remote(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs, FLAGS.timeout,
-                               decoder_outputs(signature))
-        loglik = valid_log_likelihoods(outputs)
+        loglik = remote_log_likelihoods(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs,
+                                        FLAGS.timeout)
         decoded = decoder.decode(loglik, utt=utt)
         print(json.dumps(result_dict(decoded, FLAGS.frame_shift_ms / 1000.0, FLAGS.model_version)), flush=True)
     return 0

@@ -153,7 +153,7 @@ def decode_stage(work, name, hmm):
         from crnn_tf.data.audio import decode_audio
         from crnn_tf.hmm.decoder import HybridDecoder
         from crnn_tf.hmm.scoring import score
-        from serving.recognize import decoder_outputs, score_remote, valid_log_likelihoods
+        from serving.recognize import remote_log_likelihoods
         from serving.server import Server
 
         server = Server(str(work / "export" / name), name, rest_port=-1, grpc_port=0, poll_seconds=0)
@@ -163,10 +163,10 @@ def decode_stage(work, name, hmm):
         def recognise(path):
             samples, _ = decode_audio(path, FLAGS.sample_rate)
             samples = np.asarray(samples, np.float32).reshape(-1)
-            outputs = score_remote(stub, name, None, "waveform",
-                                   {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)},
-                                   timeout=120, output_filter=decoder_outputs("waveform"))
-            return samples.size / FLAGS.sample_rate, valid_log_likelihoods(outputs)
+            loglik = remote_log_likelihoods(
+                stub, name, None, "waveform",
+                {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)}, timeout=120)
+            return samples.size / FLAGS.sample_rate, loglik
 
         # Score every utterance once through the server; the decoder sweeps acoustic scales on the results.
         logliks, refs, audio_seconds, start = {}, {}, 0.0, time.time()
