@@ -248,3 +248,19 @@ def test_prefer_onednn_respects_an_explicit_choice(monkeypatch, preset, expected
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", preset)
     prefer_onednn()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == expected
+
+
+def test_remote_log_likelihoods_is_what_the_decoder_gets(server):
+    from serving.recognize import remote_log_likelihoods
+
+    features, lengths = helpers.batch([9])
+    got = remote_log_likelihoods(server.stub, NAME, None, "serving_default",
+                                 {"features": features, "lengths": lengths}, timeout=60)
+    want = helpers.reference(server.model, features, lengths)["log_likelihoods"][0]
+    np.testing.assert_allclose(got, want, atol=ATOL)
+    samples = np.random.default_rng(3).normal(scale=300.0, size=1200).astype(np.float32)
+    _, full = grpc_predict(server, {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, "waveform")
+    got = remote_log_likelihoods(server.stub, NAME, None, "waveform",
+                                 {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, timeout=60)
+    assert got.shape == (int(full["num_frames"][0]), helpers.NUM_TARGETS)  # trimmed to the valid frames
+    np.testing.assert_allclose(got, full["log_likelihoods"][0, :got.shape[0]], atol=ATOL)
