@@ -201,7 +201,24 @@ def test_bad_grpc_requests_then_good_one(server, kwargs, code, message):
     assert grpc_predict(server, {"features": features, "lengths": lengths})[0].model_spec.version.value >= 1
 
 
+def test_remote_log_likelihoods_is_what_the_decoder_gets(server):
+    from serving.recognize import remote_log_likelihoods
+
+    features, lengths = helpers.batch([9])
+    got = remote_log_likelihoods(server.stub, NAME, None, "serving_default",
+                                 {"features": features, "lengths": lengths}, timeout=60)
+    want = helpers.reference(server.model, features, lengths)["log_likelihoods"][0]
+    np.testing.assert_allclose(got, want, atol=ATOL)
+    samples = np.random.default_rng(3).normal(scale=300.0, size=1200).astype(np.float32)
+    _, full = grpc_predict(server, {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, "waveform")
+    got = remote_log_likelihoods(server.stub, NAME, None, "waveform",
+                                 {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, timeout=60)
+    assert got.shape == (int(full["num_frames"][0]), helpers.NUM_TARGETS)  # trimmed to the valid frames
+    np.testing.assert_allclose(got, full["log_likelihoods"][0, :got.shape[0]], atol=ATOL)
+
+
 def test_new_version_is_picked_up_without_restart(server):
+    # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
     helpers.export(other, server.base, version=2, signatures=("serving_default",))
     assert wait_for(lambda: server.manager.get(NAME).version == 2, timeout=20)
@@ -248,19 +265,3 @@ def test_prefer_onednn_respects_an_explicit_choice(monkeypatch, preset, expected
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", preset)
     prefer_onednn()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == expected
-
-
-def test_remote_log_likelihoods_is_what_the_decoder_gets(server):
-    from serving.recognize import remote_log_likelihoods
-
-    features, lengths = helpers.batch([9])
-    got = remote_log_likelihoods(server.stub, NAME, None, "serving_default",
-                                 {"features": features, "lengths": lengths}, timeout=60)
-    want = helpers.reference(server.model, features, lengths)["log_likelihoods"][0]
-    np.testing.assert_allclose(got, want, atol=ATOL)
-    samples = np.random.default_rng(3).normal(scale=300.0, size=1200).astype(np.float32)
-    _, full = grpc_predict(server, {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, "waveform")
-    got = remote_log_likelihoods(server.stub, NAME, None, "waveform",
-                                 {"waveforms": samples[None], "lengths": np.array([1200], np.int32)}, timeout=60)
-    assert got.shape == (int(full["num_frames"][0]), helpers.NUM_TARGETS)  # trimmed to the valid frames
-    np.testing.assert_allclose(got, full["log_likelihoods"][0, :got.shape[0]], atol=ATOL)
