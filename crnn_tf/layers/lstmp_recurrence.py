@@ -148,6 +148,7 @@ def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, op
       (outputs (T, B, P), c_T, r_T).
     """
     num_steps = xw.shape[0] if opts.unroll else tf.shape(xw)[0]
+    project = _projector(projection_kernel)
 
     def body(t, carry):
         c, r, ys = carry
@@ -156,7 +157,6 @@ def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, op
         c, r, y, _ = _step(z, mask_t, c, r, peepholes, project, opts)
         return c, r, _Buffer.write(ys, t, y, opts.unroll)
 
-    project = _projector(projection_kernel)
     ys = _Buffer(num_steps, xw.dtype, opts.unroll).items
     c, r, ys = _loop(num_steps, body, (c0, r0, ys), opts.unroll)
     return _Buffer.stack(ys, opts.unroll), c, r
@@ -223,13 +223,14 @@ def forward_with_gradient(xw, mask, c0, r0, recurrent_kernel, peepholes, project
         M = mask if has_mask else None
         unroll = opts.unroll
         num_steps = xw.shape[0] if unroll else tf.shape(xw)[0]
+        project = _projector(V)
 
         def body(t, carry):
             c, r, ys, saved_gates, saved_cells, saved_m, saved_r, saved_c_prev, saved_r_prev = carry
             mask_t = None if M is None else _read(M, t, unroll)
             c_prev, r_prev = c, r
             z = _read(xw, t, unroll) + tf.matmul(r, recurrent_kernel)
-            c, r, y, (i, f, g, o, c_raw, m, r_raw) = _step(z, mask_t, c, r, P, _projector(V), opts)
+            c, r, y, (i, f, g, o, c_raw, m, r_raw) = _step(z, mask_t, c, r, P, project, opts)
             return (c, r,
                     _Buffer.write(ys, t, y, unroll),
                     _Buffer.write(saved_gates, t, tf.concat([i, f, g, o], -1), unroll),
