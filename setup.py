@@ -15,6 +15,7 @@ def _requirements(name):
 CONSOLE_SCRIPTS = {
     "crnn-make-corpus": "tools.make_corpus:run",
     "crnn-prepare-data": "tools.prepare_data:run",
+    "crnn-prepare-fsdd": "tools.prepare_fsdd:run",
     "crnn-align": "tools.align:run",
     "crnn-train": "tools.train:run",
     "crnn-export": "tools.export:run",

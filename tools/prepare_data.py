@@ -23,6 +23,8 @@ flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id i
 flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
 flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
 flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
+flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
+                    "normalise this data (use it for dev and test data).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
@@ -38,11 +40,18 @@ def main(argv):
             config = FeatureConfig.from_json(f.read())
     overrides = {k: v for k, v in (("cmvn", FLAGS.cmvn), ("sample_rate", FLAGS.sample_rate)) if v is not None}
     config = config.replace(**overrides)
+    global_stats = None
+    if FLAGS.global_cmvn_from:
+        from crnn_tf.data.tfrecords import read_manifest
+
+        global_stats = read_manifest(FLAGS.global_cmvn_from).global_cmvn_stats
+        if global_stats is None:
+            raise app.UsageError(f"--global_cmvn_from={FLAGS.global_cmvn_from} has no global CMVN stats")
     manifest = prepare_data_dir(
         FLAGS.data_dir, FLAGS.output_dir, alignments=FLAGS.alignments, transition_model=FLAGS.transition_model,
         config=config, mode=FLAGS.mode, num_targets=FLAGS.num_targets,
         utterances_per_shard=FLAGS.utterances_per_shard, use_feats_scp=FLAGS.use_feats_scp,
-        max_length_mismatch=FLAGS.max_length_mismatch, progress=FLAGS.progress)
+        max_length_mismatch=FLAGS.max_length_mismatch, global_cmvn_stats=global_stats, progress=FLAGS.progress)
     summary = {"output_dir": FLAGS.output_dir, "utterances": manifest.num_utterances, "frames": manifest.num_frames,
                "feature_dim": manifest.feature_dim, "num_targets": manifest.num_targets,
                "shards": len(manifest.shards), "skipped": len(manifest.skipped)}

@@ -5,6 +5,8 @@ Examples:
       --train_data=prepared/train --dev_data=prepared/dev --model_dir=exp/clstm --epochs=10
   # 2 logical CPU devices, synchronous:
   crnn-train ... --strategy=mirrored --cpu_devices=2
+  # real speech: audio-mode data, speed perturbation and SpecAugment (see docs/training.md, "Augmentation")
+  crnn-train ... --augment_speed_factors=0.9,1.0,1.1 --augment_time_masks=2 --augment_freq_masks=2
   # cluster (set TF_CONFIG per process; see docs/training.md):
   TF_CONFIG='{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": 0}}' crnn-train ... --strategy=multi_worker
 
@@ -47,6 +49,46 @@ flags.DEFINE_bool("deterministic", False, "Enable TF op determinism (bit-exact r
 flags.DEFINE_enum("on_nan", "stop", ["stop", "skip"], "On a non-finite loss: stop with an error, or skip the batch.")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
+
+def _define_augment_flags():
+    """One `--augment_<field>` flag per `AugmentConfig` field, with its default and its docstring line as help."""
+    import dataclasses
+    import inspect
+
+    from crnn_tf.data.augment import AugmentConfig
+
+    docs = {}
+    for line in inspect.getdoc(AugmentConfig).splitlines():
+        names, _, text = line.strip().partition(": ")
+        for name in names.split(", "):
+            docs[name] = text
+    for field in dataclasses.fields(AugmentConfig):
+        name, default = f"augment_{field.name}", field.default
+        help_text = docs.get(field.name, "see crnn_tf.data.augment.AugmentConfig")
+        if isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        else:
+            flags.DEFINE_float(name, default, help_text)
+
+
+_define_augment_flags()
+
+
+def augment_from_flags():
+    """The `AugmentConfig` the `--augment_*` flags describe."""
+    import dataclasses
+
+    from crnn_tf.data.augment import AugmentConfig
+
+    values = {}
+    for field in dataclasses.fields(AugmentConfig):
+        value = getattr(FLAGS, f"augment_{field.name}")
+        values[field.name] = tuple(float(v) if field.name == "speed_factors" else v for v in value) \
+            if isinstance(field.default, tuple) else value
+    return AugmentConfig(**values)
+
 _CONFIG_FLAGS = ("model_spec", "train_data", "dev_data", "model_dir", "strategy", "cpu_devices", "chunk_length",
                  "chunk_overlap", "chunks_per_replica", "label_delay", "context", "window", "batch_size",
                  "optimizer", "momentum", "lr_initial", "lr_final", "clip_norm", "epochs", "steps",
@@ -62,7 +104,7 @@ def main(argv):
     if FLAGS.strategy == "parameter_server" and strategies.task_role()[0] in ("ps", "worker"):
         strategies.run_server()  # never returns
         return
-    config = TrainConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FLAGS})
+    config = TrainConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FLAGS}, augment=augment_from_flags())
     record = train(config)
     if strategies.is_chief():
         print(json.dumps({"model_dir": config.model_dir, **record}, default=float))

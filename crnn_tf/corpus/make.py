@@ -286,7 +286,7 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
         with open(os.path.join(d, "spk2utt"), "w") as f:
             for spk in sorted(spk2utt):
                 f.write(f"{spk} {' '.join(spk2utt[spk])}\n")
-    _write_dict(os.path.join(out_dir, "dict"), lx.TASKS[task])
+    write_dict(os.path.join(out_dir, "dict"), lx.TASKS[task])
     info = {"task": task, "sample_rate": sample_rate, "seed": seed, "telephone": telephone, "noise_prob": noise_prob,
             "max_words": max_words, "counts": {s: sum(1 for x, _ in jobs if x == s) for s in SPLITS},
             "voices": {s: [v.speaker for v in voices[s]] for s in SPLITS}, "seconds": round(elapsed, 2),
@@ -297,7 +297,7 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
     return info
 
 
-def _write_dict(dict_dir: str, vocab: dict[str, str]) -> None:
+def write_dict(dict_dir: str, vocab: dict[str, str]) -> None:
     """Writes Kaldi's data/local/dict: lexicon (with <UNK> -> SPN) and the phone lists."""
     os.makedirs(dict_dir, exist_ok=True)
     phones = sorted({p for pron in vocab.values() for p in pron.split()})

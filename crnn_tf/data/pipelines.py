@@ -38,8 +38,10 @@ Example:
 """
 import tensorflow as tf
 
+from crnn_tf.data.augment import (AugmentConfig, perturb_waveform, perturbed_speaker_stats, spec_augment,
+                                  stretch_labels, utterance_seed)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
-from crnn_tf.features import compute_features
+from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -56,10 +58,12 @@ def _options(deterministic: bool = True) -> tf.data.Options:
 
 
 def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_context=None, repeat: bool = False,
-                      shuffle_buffer: int = 256, require_labels: bool = False) -> tf.data.Dataset:
+                      shuffle_buffer: int = 256, require_labels: bool = False,
+                      augment: AugmentConfig | None = None) -> tf.data.Dataset:
     """Parsed utterances `{utt_id, spk_id, features [T, D], labels [T] int32, num_frames}`.
 
-    In audio mode the features are computed here (fbank → CMVN → deltas, core TF ops) and trimmed to `num_frames`.
+    In audio mode the features are computed here (fbank → CMVN → deltas, core TF ops) and trimmed to `num_frames`;
+    waveform augmentation happens before that (a speed change re-times the labels and `num_frames`).
 
     Args:
       manifest: `Manifest` or its path/directory.
@@ -69,10 +73,17 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
         enough shards, else by record). Default None.
       repeat: repeat forever (reshuffled every epoch). Default False.
       require_labels: raise if the manifest has no alignments. Default False.
+      augment: `AugmentConfig` (see `crnn_tf.data.augment`); its random choices derive from `seed` and the
+        utterance id. Default None (no augmentation).
     """
     manifest = _as_manifest(manifest)
     if require_labels and manifest.num_targets == 0:
         raise ValueError(f"{manifest.directory}: prepared without alignments; training pipelines need labels")
+    augment = augment or AugmentConfig()
+    if augment.changes_waveform and manifest.mode != "audio":
+        raise ValueError(f"{manifest.directory}: waveform augmentation (speed, gain, reverb, telephone, noise) needs "
+                         f"data prepared with mode='audio' (crnn-prepare-data --mode=audio); this is "
+                         f"{manifest.mode!r} data")
     paths = manifest.shard_paths
     if not paths:
         raise ValueError(f"{manifest.directory}: the manifest lists no shards")
@@ -99,14 +110,33 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
 
     def parse(serialized):
         ex = parse_example(serialized, mode, dim)
+        utt_seed = utterance_seed(seed, ex["utt_id"])
         if mode == "audio":
             waveform = ex.pop("waveform")
             stats = global_stats
             if config.cmvn == "speaker":
                 stats = tf.reshape(tf.cast(ex["cmvn_stats"], tf.float64), [1, 2, config.num_bands + 1])
-            feats, _ = compute_features(waveform[None], tf.shape(waveform)[:1], config, cmvn_stats=stats)
+            if augment.changes_waveform:
+                clean = waveform
+                waveform, factor = perturb_waveform(waveform, augment, utt_seed, config.sample_rate)
+            static, frames = fbank(waveform[None], tf.shape(waveform)[:1], config)
+            if augment.changes_waveform and config.cmvn == "speaker":
+                clean_static, clean_frames = fbank(clean[None], tf.shape(clean)[:1], config)
+                stats = perturbed_speaker_stats(stats[0], cmvn_stats(clean_static[0, :clean_frames[0]]),
+                                                cmvn_stats(static[0, :frames[0]]))[None]
+            feats = normalize_and_add_deltas(static, frames, config, stats=stats)
+            if augment.changes_waveform and augment.speed_factors:
+                sped = tf.not_equal(factor, 1.0)
+                ex["num_frames"] = tf.where(sped, frames[0], ex["num_frames"])
+                ex["labels"] = tf.cond(
+                    sped, lambda: stretch_labels(ex["labels"], factor, frames[0], config.frame_shift,
+                                                 config.frame_length / 2 if config.snip_edges else 0.0),
+                    lambda: ex["labels"])
             ex["features"] = feats[0, : ex["num_frames"]]
         ex.pop("cmvn_stats", None)
+        if augment.masks_features:
+            ex["features"] = spec_augment(ex["features"], augment, config.num_streams,
+                                          tf.random.experimental.stateless_fold_in(utt_seed, 1))
         return ex
 
     return records.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -217,7 +247,7 @@ def _merge_last_window(windows: tf.data.Dataset, window_size: int) -> tf.data.Da
 def recurrent_dataset(manifest, *, chunk_length: int = 15, chunk_overlap: int = 5, label_delay: int = 5,
                       chunks_per_replica: int = 20, mask_overlap: bool = True, shuffle: bool = True, seed: int = 0,
                       input_context=None, repeat: bool = False, drop_remainder: bool = False,
-                      batches_per_window: int = 128) -> tf.data.Dataset:
+                      batches_per_window: int = 128, augment: AugmentConfig | None = None) -> tf.data.Dataset:
     """Truncated-BPTT batches for recurrent models (paper: 15-frame chunks, overlap 5, delay 5, 20 per GPU).
 
     Args:
@@ -229,6 +259,7 @@ def recurrent_dataset(manifest, *, chunk_length: int = 15, chunk_overlap: int = 
         none). Default False (every frame is seen).
       batches_per_window: K, batches dealt from one window of K × `chunks_per_replica` consecutive chunks; utterances
         of up to K chunks never repeat within a batch. Memory: ~2 windows of chunks. Default 128.
+      augment: see `utterance_dataset`. Default None.
 
     Returns:
       Dataset of `(features [B, chunk_length, D], labels [B, chunk_length] int32, weights [B, chunk_length])`.
@@ -237,7 +268,7 @@ def recurrent_dataset(manifest, *, chunk_length: int = 15, chunk_overlap: int = 
         raise ValueError(f"need chunks_per_replica ≥ 1 and batches_per_window ≥ 1, got {chunks_per_replica}, "
                          f"{batches_per_window}")
     utterances = utterance_dataset(manifest, shuffle=shuffle, seed=seed, input_context=input_context, repeat=repeat,
-                                   require_labels=True)
+                                   require_labels=True, augment=augment)
     chunks = utterances.map(
         lambda ex: recurrent_chunks(ex["features"], ex["labels"], chunk_length, chunk_overlap, label_delay,
                                     mask_overlap),
@@ -278,7 +309,8 @@ def recurrent_dataset(manifest, *, chunk_length: int = 15, chunk_overlap: int = 
 
 def feedforward_dataset(manifest, *, window: int = 16, context: int = 5, batch_size: int = 32,
                         shuffle: bool = True, seed: int = 0, input_context=None, repeat: bool = False,
-                        shuffle_buffer: int = 4096, drop_remainder: bool = False) -> tf.data.Dataset:
+                        shuffle_buffer: int = 4096, drop_remainder: bool = False,
+                        augment: AugmentConfig | None = None) -> tf.data.Dataset:
     """Frame-shuffled batches for feed-forward models that splice ±`context` frames inside the model.
 
     Args:
@@ -290,12 +322,13 @@ def feedforward_dataset(manifest, *, window: int = 16, context: int = 5, batch_s
       shuffle, seed, input_context, repeat: see `utterance_dataset`.
       shuffle_buffer: windows in the cross-utterance shuffle buffer. Default 4096.
       drop_remainder: default False.
+      augment: see `utterance_dataset`. Default None.
 
     Returns:
       Dataset of `(features [B, window + 2 context, D], labels [B, …] int32, weights [B, …] float32)`.
     """
     utterances = utterance_dataset(manifest, shuffle=shuffle, seed=seed, input_context=input_context, repeat=repeat,
-                                   require_labels=True)
+                                   require_labels=True, augment=augment)
     windows = utterances.map(lambda ex: feedforward_windows(ex["features"], ex["labels"], window, context),
                              num_parallel_calls=AUTOTUNE, deterministic=True).unbatch()
     if shuffle:

@@ -142,7 +142,7 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
                      transition_model: str | None = None, config: FeatureConfig | None = None,
                      mode: str = "features", num_targets: int | None = None, utterances_per_shard: int = 256,
                      use_feats_scp: bool = False, max_length_mismatch: int = 2,
-                     progress: bool = True) -> tfrecords.Manifest:
+                     global_cmvn_stats: np.ndarray | None = None, progress: bool = True) -> tfrecords.Manifest:
     """Prepares a Kaldi data directory for training; see the module docstring for the passes.
 
     Args:
@@ -159,6 +159,9 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         cmvn="speaker", its cmvn.scp, instead of computing fbank from audio. Default False.
       max_length_mismatch: frames by which features and alignment may differ (trimmed); beyond it the utterance is
         skipped with its name and both lengths. Default 2.
+      global_cmvn_stats: `[2, num_bands + 1]` stats that cmvn="global" normalises with, instead of this dir's own:
+        pass the training data's (`Manifest.global_cmvn_stats`) when preparing dev or test data, so that they are
+        normalised exactly as the model's training data and as its export will be. Default None (this dir's own).
       progress: show tqdm progress bars. Default True.
 
     Returns:
@@ -189,7 +192,14 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
     if use_feats_scp and config.cmvn == "speaker" and data.cmvn_scp:
         spk_stats = kaldi_io.read_cmvn_stats(data.cmvn_scp)  # Kaldi's own stats, as apply-cmvn would use
     global_path = os.path.join(output_dir, "cmvn_global.npy")
+    if global_cmvn_stats is not None:
+        global_cmvn_stats = np.asarray(global_cmvn_stats, np.float64)
+        if global_cmvn_stats.shape != (2, config.num_bands + 1):
+            raise ValueError(f"global_cmvn_stats has shape {global_cmvn_stats.shape}; expected "
+                             f"{(2, config.num_bands + 1)} for {config.num_bands} bands")
+        np.save(global_path, global_cmvn_stats)
     global_stats = np.load(global_path) if os.path.exists(global_path) else None
+    stats_digest = "" if global_stats is None else hashlib.sha256(global_stats.tobytes()).hexdigest()
     static_table = kaldi_io.read_matrix_table(f"{output_dir}/{STATIC_DIR}/feats.scp") if kept else None
 
     order = [utt for utt in utts if utt in kept]
@@ -199,7 +209,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         members = order[index * utterances_per_shard:(index + 1) * utterances_per_shard]
         name = f"shard-{index:05d}-of-{num_shards:05d}.tfrecord"
         path = os.path.join(output_dir, name)
-        shard_fingerprint = hashlib.sha256(f"{fingerprint}:{mode}:{utterances_per_shard}".encode()).hexdigest()
+        shard_fingerprint = hashlib.sha256(
+            f"{fingerprint}:{mode}:{utterances_per_shard}:{stats_digest}".encode()).hexdigest()
         info = _read_json(path + ".json")
         if (info is not None and info["fingerprint"] == shard_fingerprint and os.path.exists(path)
                 and os.path.getsize(path) == info["size"]):

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from crnn_tf.export import signatures as sig
 from crnn_tf.export.chain import LayerChain, NotStreamableError
-from crnn_tf.features import FeatureConfig
+from crnn_tf.features import FeatureConfig, speaker_cmvn_stats
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
       label_delay: int, the training label delay. Default 0.
       feature_config: `FeatureConfig` or None; the `waveform` signature needs it.
       cmvn_stats: [2, num_bands + 1] global CMVN statistics, needed by `waveform` when `feature_config.cmvn` is
-        "global". Default None.
+        "global". Default None. With "speaker", `waveform` takes a third input instead, `cmvn_stats`
+        [batch, 2, num_bands + 1] float64: each request's speaker statistics (`speaker_cmvn_stats`).
       model_spec, manifest_hash, prior_counts, prior_floor, num_bands, num_streams, extra: metadata only.
       compute_dtype: None/"float32" (default) or "bfloat16" (mixed precision: bf16 matrix products, float32
         variables and outputs).
@@ -165,14 +166,30 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
         if reason:
             log.warning("not exporting the waveform signature: %s", reason)
         else:
-            stats = None if feature_config.cmvn != "global" else tf.constant(np.asarray(cmvn_stats, np.float64))
-
-            @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveforms"),
-                                          tf.TensorSpec([None], tf.int32, name="lengths")])
-            def waveform(waveforms, lengths):
+            def score_waveforms(waveforms, lengths, stats):
                 features, frames = sig.features_from_waveforms(waveforms, lengths, feature_config, stats)
                 outputs = sig.score_padded(chain, features, frames, module.log_prior, scale, delay)
                 return {**outputs, "num_frames": frames}
+
+            wave_specs = [tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+                          tf.TensorSpec([None], tf.int32, name="lengths")]
+            if feature_config.cmvn == "speaker":
+                # Each request carries its speaker's Kaldi stats (`crnn_tf.features.speaker_cmvn_stats`), as
+                # Kaldi's apply-cmvn takes them from cmvn.scp: the signature itself stays stateless.
+                @tf.function(input_signature=wave_specs + [
+                    tf.TensorSpec([None, 2, feature_config.num_bands + 1], tf.float64, name="cmvn_stats")])
+                def waveform(waveforms, lengths, cmvn_stats):
+                    with tf.control_dependencies([tf.debugging.assert_equal(
+                            tf.shape(cmvn_stats)[0], tf.shape(waveforms)[0],
+                            message="cmvn_stats needs one row of speaker statistics per waveform")]):
+                        cmvn_stats = tf.identity(cmvn_stats)
+                    return score_waveforms(waveforms, lengths, cmvn_stats)
+            else:
+                stats = None if feature_config.cmvn != "global" else tf.constant(np.asarray(cmvn_stats, np.float64))
+
+                @tf.function(input_signature=wave_specs)
+                def waveform(waveforms, lengths):
+                    return score_waveforms(waveforms, lengths, stats)
             functions["waveform"] = waveform
 
     if "stream_step" in signatures:
@@ -215,8 +232,10 @@ def _warmup_inputs(functions, dim, feature_config, state_specs):
                               **{name: np.zeros((1, *shape), np.float32) for name, shape in state_specs}}}
     if "waveform" in functions:
         samples = feature_config.frame_length + (WARMUP_FRAMES - 1) * feature_config.frame_shift
-        inputs["waveform"] = {"waveforms": (100.0 * rng.normal(size=(1, samples))).astype(np.float32),
-                              "lengths": np.array([samples], np.int32)}
+        waveforms = (100.0 * rng.normal(size=(1, samples))).astype(np.float32)
+        inputs["waveform"] = {"waveforms": waveforms, "lengths": np.array([samples], np.int32)}
+        if feature_config.cmvn == "speaker":
+            inputs["waveform"]["cmvn_stats"] = speaker_cmvn_stats([waveforms[0]], feature_config)[None]
     return {name: inputs[name] for name in functions}
 
 
@@ -249,8 +268,6 @@ def _waveform_problem(feature_config, cmvn_stats, dim):
         return "no feature config"
     if feature_config.feature_dim != dim:
         return f"the feature config gives {feature_config.feature_dim} dims per frame, the model takes {dim}"
-    if feature_config.cmvn == "speaker":
-        return "speaker CMVN needs per-speaker statistics a stateless signature cannot hold; send features"
     if feature_config.cmvn == "global" and cmvn_stats is None:
         return "cmvn='global' but no cmvn_stats were given"
     return None

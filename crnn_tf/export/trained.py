@@ -19,7 +19,8 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
       prior_floor: relative prior floor (`crnn_tf.hmm.priors.log_priors`). Default 1e-8.
       compute_dtype: None/"float32" or "bfloat16". Default None.
       signatures: which of `ALL_SIGNATURES`. Default all.
-      cmvn_stats: global CMVN statistics for a `cmvn="global"` feature config's waveform signature. Default None.
+      cmvn_stats: global CMVN statistics for a `cmvn="global"` feature config's waveform signature. Default None:
+        the training data's, saved in the model dir.
 
     Returns:
       pathlib.Path of the version directory.
@@ -28,7 +29,8 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
 
     from crnn_tf.features import FeatureConfig
     from crnn_tf.hmm.priors import log_priors
-    from crnn_tf.train.checkpoints import FEATURE_CONFIG_NAME, PRIOR_COUNTS_NAME, load_trained_model
+    from crnn_tf.train.checkpoints import (FEATURE_CONFIG_NAME, PRIOR_COUNTS_NAME, load_trained_model,
+                                          read_global_cmvn_stats)
 
     model, config = load_trained_model(model_dir, which)
     feature_path = os.path.join(model_dir, FEATURE_CONFIG_NAME)
@@ -36,6 +38,8 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
     if os.path.exists(feature_path):
         with open(feature_path) as f:
             feature_config = FeatureConfig.from_json(f.read())
+    if cmvn_stats is None:
+        cmvn_stats = read_global_cmvn_stats(model_dir)
     counts_path = os.path.join(model_dir, PRIOR_COUNTS_NAME)
     counts = np.load(counts_path) if os.path.exists(counts_path) else None
     if counts is None:

@@ -3,12 +3,37 @@
 `compute_features` = fbank → CMVN (on the static block, Kaldi nnet1 order: `apply-cmvn | add-deltas`) → deltas; the
 output layout is `[static | Δ | ΔΔ]` with the static block `[energy, mel_1 … mel_M]`.
 """
+import numpy as np
 import tensorflow as tf
 
 from crnn_tf.features.cmvn import apply_cmvn, cmvn_stats, sum_stats, utterance_cmvn
 from crnn_tf.features.config import FeatureConfig
 from crnn_tf.features.deltas import add_deltas, delta_coefficients
 from crnn_tf.features.fbank import fbank, mel_banks, num_frames, window_function
+
+
+def speaker_cmvn_stats(waveforms, config: FeatureConfig | None = None) -> np.ndarray:
+    """Kaldi CMVN statistics `[2, num_bands + 1]` (float64) of one speaker's static features over all their waveforms.
+
+    What `compute-cmvn-stats --spk2utt` writes to cmvn.scp; with `cmvn="speaker"` these stats normalise every one of
+    the speaker's utterances (in training, and in the exported `waveform` signature's `cmvn_stats` input).
+
+    Args:
+      waveforms: 1-D float arrays (int16 scale) of the speaker's utterances.
+      config: `FeatureConfig`; default `FeatureConfig()`.
+
+    Raises:
+      ValueError: no waveform gives a single frame.
+    """
+    config = config or FeatureConfig()
+    per_utterance = []
+    for waveform in waveforms:
+        waveform = np.asarray(waveform, np.float32).reshape(-1)
+        if int(num_frames(waveform.size, config)) > 0:
+            per_utterance.append(cmvn_stats(fbank(waveform, config=config)[0]).numpy())
+    if not per_utterance:
+        raise ValueError("speaker CMVN statistics need at least one waveform of one frame or more")
+    return sum_stats(per_utterance)
 
 
 def normalize_and_add_deltas(static, lengths, config: FeatureConfig, stats=None):
@@ -60,5 +85,6 @@ def compute_features(waveforms, lengths, config: FeatureConfig | None = None, cm
 
 __all__ = [
     "FeatureConfig", "add_deltas", "apply_cmvn", "cmvn_stats", "compute_features", "delta_coefficients", "fbank",
-    "mel_banks", "normalize_and_add_deltas", "num_frames", "sum_stats", "utterance_cmvn", "window_function",
+    "mel_banks", "normalize_and_add_deltas", "num_frames", "speaker_cmvn_stats", "sum_stats", "utterance_cmvn",
+    "window_function",
 ]

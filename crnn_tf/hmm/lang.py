@@ -258,6 +258,38 @@ def make_grammar(lang_dir: str, arpa_path: str) -> kaldifst.StdVectorFst:
     return g
 
 
+def make_word_loop_grammar(lang_dir: str, words: list[str] | None = None) -> kaldifst.StdVectorFst:
+    """Writes lang_dir/G.fst as a word loop: any sequence of ≥ 1 of `words`, each equally likely.
+
+    What Kaldi's digit recipes decode with (a unigram over the vocabulary): no utterance length or word order is
+    preferred, so isolated words and strings of any length decode under one graph.
+
+    Args:
+      lang_dir: from `prepare_lang`.
+      words: the loop's words; default every word of words.txt except <eps>, the OOV word, #0, <s> and </s>.
+
+    Raises:
+      ValueError: a word not in words.txt, or an empty word list.
+    """
+    ids = read_symbols(os.path.join(lang_dir, "words.txt"))
+    with open(os.path.join(lang_dir, "oov.txt")) as f:
+        oov = f.read().strip()
+    if words is None:
+        words = [w for w in ids if w not in ("<eps>", "#0", "<s>", "</s>", oov)]
+    unknown = sorted(set(words) - set(ids))
+    if unknown:
+        raise ValueError(f"words {unknown} are not in {lang_dir}/words.txt")
+    if not words:
+        raise ValueError("a word loop needs at least one word")
+    cost = math.log(len(words) + 1)  # each word, and stopping, with probability 1 / (N + 1)
+    lines = [f"0 1 {ids[w]} {ids[w]} {cost}" for w in words] + [f"1 1 {ids[w]} {ids[w]} {cost}" for w in words]
+    lines.append(f"1 {cost}")
+    g = kaldifst.compile("\n".join(lines) + "\n", acceptor=False)
+    kaldifst.arcsort(g, sort_type="ilabel")
+    g.write(os.path.join(lang_dir, "G.fst"))
+    return g
+
+
 def _run(cmd: list[str], what: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

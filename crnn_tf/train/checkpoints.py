@@ -5,6 +5,7 @@ Layout (the export stage codes against it)::
     model_dir/train_config.json     TrainConfig (model_spec, geometry, label_delay, chunking, manifest hashes, ...)
     model_dir/feature_config.json   FeatureConfig of the training data (what the features must be at inference)
     model_dir/prior_counts.npy      float64 [num_targets] pdf counts over the training alignments
+    model_dir/cmvn_global.npy       float64 [2, num_bands + 1] CMVN stats of the training data (cmvn="global" only)
     model_dir/checkpoints/          tf.train.Checkpoint (model, optimizer, counters), the last `keep_checkpoints`
     model_dir/best/                 tf.train.Checkpoint of the best model by dev frame accuracy (+ best.json)
     model_dir/metrics.jsonl         one JSON line per epoch
@@ -31,15 +32,35 @@ BEST_DIR = "best"
 BEST_INFO = "best.json"
 FEATURE_CONFIG_NAME = "feature_config.json"
 PRIOR_COUNTS_NAME = "prior_counts.npy"
+GLOBAL_CMVN_NAME = "cmvn_global.npy"
 
 
-def write_side_files(model_dir: str, feature_config, prior_counts: np.ndarray) -> None:
-    """Writes `feature_config.json` and `prior_counts.npy` next to the weights."""
+def write_side_files(model_dir: str, feature_config, prior_counts: np.ndarray,
+                     global_cmvn_stats: np.ndarray | None = None) -> None:
+    """Writes `feature_config.json`, `prior_counts.npy` and, for global CMVN, `cmvn_global.npy` next to the weights.
+
+    Raises:
+      ValueError: the feature config normalises with global statistics but none are given.
+    """
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(os.path.join(model_dir, FEATURE_CONFIG_NAME), "w") as f:
         f.write(feature_config.to_json())
     with tf.io.gfile.GFile(os.path.join(model_dir, PRIOR_COUNTS_NAME), "wb") as f:
         np.save(f, np.asarray(prior_counts, np.float64))
+    if feature_config.cmvn == "global":
+        if global_cmvn_stats is None:
+            raise ValueError(f"{model_dir}: the features use global CMVN but the training data has no global stats")
+        with tf.io.gfile.GFile(os.path.join(model_dir, GLOBAL_CMVN_NAME), "wb") as f:
+            np.save(f, np.asarray(global_cmvn_stats, np.float64))
+
+
+def read_global_cmvn_stats(model_dir: str) -> np.ndarray | None:
+    """The training data's global CMVN stats saved in a model dir, or None when it has none."""
+    path = os.path.join(model_dir, GLOBAL_CMVN_NAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return np.load(f)
 
 
 class TrainState:

@@ -11,6 +11,8 @@ import os
 
 import tensorflow as tf
 
+from crnn_tf.data.augment import AugmentConfig
+
 CONFIG_NAME = "train_config.json"
 CONFIG_VERSION = 1
 
@@ -21,7 +23,7 @@ NAN_POLICIES = ("stop", "skip")
 # Settings a resumed run must share with the run that wrote the model dir: they fix the graph, the data, or the
 # meaning of the optimizer slots. Everything else (epochs excepted, see `check_resumable`) may change on resume.
 _STRUCTURAL = ("model_spec", "num_bands", "num_streams", "num_targets", "context", "feature_dim", "label_delay",
-               "chunk_length", "chunk_overlap", "window", "optimizer", "train_manifest_hash")
+               "chunk_length", "chunk_overlap", "window", "optimizer", "train_manifest_hash", "augment")
 
 
 @dataclasses.dataclass
@@ -56,7 +58,9 @@ class TrainConfig:
       log_every: steps between TensorBoard scalar points. Default 50.
       dev_batch_size: utterances per dev batch. Default 8.
       mixed_precision: float16 compute with dynamic loss scaling (meant for GPUs). Default False.
-      seed: seeds initialisation and data order. Default 0.
+      augment: on-the-fly data augmentation (`crnn_tf.data.augment.AugmentConfig`; a dict is converted). Waveform
+        perturbations need audio-mode training data. Default none.
+      seed: seeds initialisation, data order and augmentation. Default 0.
       deterministic: `tf.config.experimental.enable_op_determinism()` (bit-exact reruns, slower). Default False.
       on_nan: "stop" (raise, naming step and batch) or "skip" (drop the update of a non-finite batch). Default "stop".
       progress: show a progress bar. Default True.
@@ -94,6 +98,7 @@ class TrainConfig:
     log_every: int = 50
     dev_batch_size: int = 8
     mixed_precision: bool = False
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     seed: int = 0
     deterministic: bool = False
     on_nan: str = "stop"
@@ -104,6 +109,8 @@ class TrainConfig:
     dev_manifest_hash: str = ""
 
     def __post_init__(self):
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig.from_dict(self.augment)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy={self.strategy!r}; expected one of {STRATEGIES}")
         if self.optimizer not in OPTIMIZERS:
@@ -124,7 +131,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        return {"version": CONFIG_VERSION, **dataclasses.asdict(self), "augment": self.augment.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

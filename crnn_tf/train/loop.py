@@ -96,7 +96,8 @@ def train_dataset(config: TrainConfig, manifest, *, epoch: int, batch_size: int,
       batch_size: chunks/windows per batch (the global batch for synchronous strategies).
       input_context, repeat: passed to the pipeline. Defaults None, False.
     """
-    common = dict(shuffle=True, seed=config.seed + epoch, input_context=input_context, repeat=repeat)
+    common = dict(shuffle=True, seed=config.seed + epoch, input_context=input_context, repeat=repeat,
+                  augment=config.augment)
     if config.is_recurrent:
         return pipelines.recurrent_dataset(
             manifest, chunk_length=config.chunk_length, chunk_overlap=config.chunk_overlap,
@@ -201,7 +202,8 @@ class Trainer:
             * self.strategy.num_replicas_in_sync
         if self.chief:
             config.save()
-            checkpoints.write_side_files(config.model_dir, self.manifest.feature_config, self.prior_counts)
+            checkpoints.write_side_files(config.model_dir, self.manifest.feature_config, self.prior_counts,
+                                         self.manifest.global_cmvn_stats)
 
         with self.strategy.scope():
             self.model = checkpoints.build_model(config, mixed_precision=config.mixed_precision)
@@ -361,6 +363,10 @@ class Trainer:
         # Every worker builds the same global batches and keeps its replicas' slices of each.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         dataset = train_dataset(self.config, self.manifest, epoch=epoch, batch_size=self.global_batch)
+        if self.config.augment.speed_factors:
+            # Speed perturbation makes each epoch's length vary a little; every epoch takes exactly the counted
+            # number of steps (the learning-rate schedule and resume positions are in steps).
+            dataset = dataset.repeat().take(self.config.steps_per_epoch)
         dataset = dataset.skip(skip).map(_pad_batch(self.global_batch)).with_options(options)
         return self.strategy.experimental_distribute_dataset(dataset)
 

@@ -186,3 +186,47 @@ def test_warmup_requests_cover_every_signature_and_replay(exported):
         if request.model_spec.signature_name == "serving_default":  # the request is a real utterance
             want = helpers.reference(model, inputs["features"], inputs["lengths"])
             np.testing.assert_allclose(outputs["log_likelihoods"], want["log_likelihoods"], atol=ATOL)
+
+
+def test_speaker_cmvn_waveform_signature_takes_each_speakers_stats(tmp_path):
+    from crnn_tf.features import compute_features, speaker_cmvn_stats
+
+    config = helpers.feature_config().replace(cmvn="speaker", norm_vars=True)
+    model = helpers.make_model()
+    path = helpers.export(model, tmp_path, feature_config=config, signatures=("serving_default", "waveform"))
+    loaded = tf.saved_model.load(str(path))
+    rng = np.random.default_rng(5)
+    speakers = [[(rng.normal(size=n) * scale).astype(np.float32) for n in (2500, 3100, 1800)]
+                for scale in (300.0, 3000.0)]
+    stats = np.stack([speaker_cmvn_stats(waves, config) for waves in speakers])
+    # The second speaker's stats are those of his three utterances: normalised, his first one has mean ~ 0.
+    waves = np.stack([speakers[0][0], speakers[1][0][:2500]])
+    lengths = np.array([2500, 2500], np.int32)
+    got = _call(loaded.signatures["waveform"], waveforms=waves, lengths=lengths, cmvn_stats=stats)
+    feats, frames = compute_features(waves, lengths, config, cmvn_stats=stats)
+    want = _call(loaded.signatures["serving_default"], features=feats.numpy(), lengths=frames.numpy())
+    np.testing.assert_allclose(got["log_likelihoods"], want["log_likelihoods"], atol=ATOL)
+    assert abs(float(np.mean(feats.numpy()[1, :, : config.num_bands]))) < 0.5
+    # Stats of another speaker give other scores: the input is really used.
+    swapped = _call(loaded.signatures["waveform"], waveforms=waves, lengths=lengths, cmvn_stats=stats[::-1].copy())
+    assert np.abs(swapped["log_likelihoods"] - got["log_likelihoods"]).max() > 1e-2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one row of speaker statistics per waveform"):
+        _call(loaded.signatures["waveform"], waveforms=waves, lengths=lengths, cmvn_stats=stats[:1])
+    requests = _warmup_requests(path)
+    assert {r.model_spec.signature_name for r in requests} == {"serving_default", "waveform"}
+    wave_request = next(r for r in requests if r.model_spec.signature_name == "waveform")
+    assert tf.make_ndarray(wave_request.inputs["cmvn_stats"]).shape == (1, 2, config.num_bands + 1)
+
+
+def test_model_dir_keeps_the_training_data_global_cmvn_stats(tmp_path):
+    from crnn_tf.train.checkpoints import GLOBAL_CMVN_NAME, read_global_cmvn_stats, write_side_files
+
+    config = helpers.feature_config().replace(cmvn="global")
+    with pytest.raises(ValueError, match="global CMVN but the training data has no global stats"):
+        write_side_files(str(tmp_path / "m"), config, np.ones(helpers.NUM_TARGETS))
+    stats = np.zeros([2, helpers.NUM_BANDS + 1])
+    stats[0, -1], stats[1, :-1] = 10.0, 40.0
+    write_side_files(str(tmp_path / "m"), config, np.ones(helpers.NUM_TARGETS), stats)
+    np.testing.assert_array_equal(read_global_cmvn_stats(str(tmp_path / "m")), stats)
+    assert (tmp_path / "m" / GLOBAL_CMVN_NAME).exists()
+    assert read_global_cmvn_stats(str(tmp_path / "none")) is None

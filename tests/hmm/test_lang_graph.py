@@ -32,3 +32,39 @@ def test_oov_words_are_mapped_and_counted(tiny_lang, tmp_path):
     lang.oov = None
     with pytest.raises(ValueError, match="utterance u1: word 'ELEVEN' is not in"):
         lang.word_ids(["ELEVEN"], utt="u1")
+
+
+def test_word_loop_grammar_accepts_any_digit_string_at_equal_cost(tiny_lang, tmp_path):
+    import math
+    import shutil
+
+    import kaldifst
+
+    from crnn_tf.hmm.lang import make_word_loop_grammar
+
+    lang_dir = str(tmp_path / "lang")
+    shutil.copytree(tiny_lang, lang_dir)
+    words = read_symbols(os.path.join(lang_dir, "words.txt"))
+    g = make_word_loop_grammar(lang_dir, ["ONE", "TWO", "SEVEN"])
+    assert kaldifst.StdVectorFst.read(os.path.join(lang_dir, "G.fst")).num_states == g.num_states == 2
+
+    def cost(sequence):  # weight of the sequence's path through G (None when G rejects it)
+        state, total = 0, 0.0
+        for word in sequence:
+            arcs = [a for a in kaldifst.ArcIterator(g, state) if a.ilabel == words[word]]
+            if not arcs:
+                return None
+            total += arcs[0].weight.value
+            state = arcs[0].nextstate
+        final = g.final(state).value
+        return None if math.isinf(final) else total + final
+
+    unit = math.log(4)  # three words and the end, each with probability 1/4
+    assert cost(["SEVEN"]) == pytest.approx(2 * unit)
+    assert cost(["TWO", "TWO", "ONE", "SEVEN", "ONE"]) == pytest.approx(6 * unit)
+    assert cost([]) is None and cost(["THREE"]) is None
+    default = make_word_loop_grammar(lang_dir)  # every real word: no <UNK>, #0, <s>, </s>
+    labels = {a.ilabel for a in kaldifst.ArcIterator(default, 1)}
+    assert labels == {i for w, i in words.items() if w not in ("<eps>", "<UNK>", "#0", "<s>", "</s>")}
+    with pytest.raises(ValueError, match="not in"):
+        make_word_loop_grammar(lang_dir, ["ELEVEN"])

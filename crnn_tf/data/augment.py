@@ -1,0 +1,311 @@
+"""On-the-fly data augmentation for the training pipelines: seeded, deterministic, labels kept in time with the audio.
+
+Waveform perturbations (audio-mode data, before the front end), in this order:
+
+* speed perturbation (Kaldi's 0.9/1.0/1.1 recipe, sox `speed`): band-limited resampling, so duration scales by
+  1/factor and pitch and formants by factor — the cheapest stand-in for new speakers (vocal-tract length). Frame labels
+  are re-timed to the new frames (`stretch_labels`).
+* gain: a uniform random level change in dB.
+* simulated room reverberation: an exponentially decaying noise impulse response of random RT60 whose direct path is
+  at lag 0, so the frame timing (and the labels) stay where they were.
+* telephone channel: 300-3400 Hz band limit and 8-bit μ-law companding.
+* additive noise at a uniform random SNR (white, pink or brown, generated), power measured over the utterance.
+
+With speaker CMVN the speaker's statistics follow the perturbation (`perturbed_speaker_stats`), as Kaldi's perturbed
+copies get their own speaker stats.
+
+Feature perturbation (either mode, after the front end): SpecAugment time and frequency masks (masked values set to 0,
+the normalised mean; a frequency mask covers the same bands in every Δ stream).
+
+Every random choice is a stateless function of (seed, epoch, utterance id), so an epoch's data is reproducible on
+its own, and a resumed run sees exactly the data an uninterrupted one would.
+
+Example:
+>>> import numpy as np
+>>> cfg = AugmentConfig(speed_factors=(0.9, 1.1), gain_db=6.0)
+>>> wav = tf.constant(np.sin(np.arange(8000) * 0.3) * 1000, tf.float32)
+>>> out, factor = perturb_waveform(wav, cfg, tf.constant([1, 2], tf.int64))
+>>> int(out.shape[0]) in (7273, 8889)
+True
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+# Spectral slope exponents of the generated noises: power ∝ 1 / f^alpha.
+NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """What to perturb, and how much. All off by default.
+
+    Args:
+      speed_factors: speed factors drawn uniformly per utterance, e.g. (0.9, 1.0, 1.1). Default () (off).
+      gain_db: level change drawn uniformly from [-gain_db, gain_db] dB. Default 0 (off).
+      reverb_prob: probability of simulated room reverberation. Default 0.
+      rt60_min, rt60_max: range of the reverberation time in seconds. Defaults 0.2, 0.8.
+      telephone_prob: probability of the telephone channel (band limit + μ-law). Default 0.
+      noise_prob: probability of additive noise. Default 0.
+      snr_min_db, snr_max_db: range of its signal-to-noise ratio. Defaults 5, 30.
+      noise_colours: colours drawn uniformly, from "white", "pink", "brown". Default all three.
+      time_masks, time_mask_frames: SpecAugment time masks per utterance and their maximum width. Defaults 0, 10.
+      freq_masks, freq_mask_bands: SpecAugment frequency masks and their maximum width in bands. Defaults 0, 4.
+    """
+
+    speed_factors: tuple[float, ...] = ()
+    gain_db: float = 0.0
+    reverb_prob: float = 0.0
+    rt60_min: float = 0.2
+    rt60_max: float = 0.8
+    telephone_prob: float = 0.0
+    noise_prob: float = 0.0
+    snr_min_db: float = 5.0
+    snr_max_db: float = 30.0
+    noise_colours: tuple[str, ...] = ("white", "pink", "brown")
+    time_masks: int = 0
+    time_mask_frames: int = 10
+    freq_masks: int = 0
+    freq_mask_bands: int = 4
+
+    def __post_init__(self):
+        object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
+        object.__setattr__(self, "noise_colours", tuple(self.noise_colours))
+        if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
+            raise ValueError(f"speed factors must lie in [0.5, 2], got {self.speed_factors}")
+        for name in ("reverb_prob", "telephone_prob", "noise_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
+        if self.gain_db < 0:
+            raise ValueError(f"gain_db must be ≥ 0, got {self.gain_db}")
+        if not 0 < self.rt60_min <= self.rt60_max:
+            raise ValueError(f"need 0 < rt60_min ≤ rt60_max, got {self.rt60_min}, {self.rt60_max}")
+        if self.snr_min_db > self.snr_max_db:
+            raise ValueError(f"need snr_min_db ≤ snr_max_db, got {self.snr_min_db}, {self.snr_max_db}")
+        unknown = sorted(set(self.noise_colours) - set(NOISE_COLOURS))
+        if unknown or not self.noise_colours:
+            raise ValueError(f"noise colours {self.noise_colours}: choose from {sorted(NOISE_COLOURS)}")
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
+    @property
+    def changes_waveform(self) -> bool:
+        """True when some perturbation acts on the audio (needs audio-mode data)."""
+        return bool(self.speed_factors and set(self.speed_factors) != {1.0}) or self.gain_db > 0 or \
+            self.reverb_prob > 0 or self.telephone_prob > 0 or self.noise_prob > 0
+
+    @property
+    def masks_features(self) -> bool:
+        return self.time_masks > 0 or self.freq_masks > 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.changes_waveform or self.masks_features
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AugmentConfig":
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown augmentation settings: {sorted(unknown)}")
+        return cls(**values)
+
+
+def utterance_seed(seed, utt_id) -> tf.Tensor:
+    """int64 [2] stateless seed of one utterance in one epoch: (seed, hash of the utterance id)."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.strings.to_hash_bucket_fast(utt_id, 2 ** 62)])
+
+
+def _uniform(seed, low, high):
+    return tf.random.stateless_uniform([], seed, low, high, dtype=tf.float32)
+
+
+def _chance(seed, probability):
+    return tf.random.stateless_uniform([], seed) < probability
+
+
+def resample(waveform, factor):
+    """Band-limited resampling of a 1-D waveform to `round(len / factor)` samples (FFT; ideal low-pass).
+
+    Played at the original rate the result is `factor` times faster: sox's `speed factor`.
+    """
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    length = tf.shape(waveform)[0]
+    new_length = tf.maximum(1, tf.cast(tf.round(tf.cast(length, tf.float32) / factor), tf.int32))
+    spectrum = tf.signal.rfft(waveform)
+    bins = new_length // 2 + 1
+    kept = spectrum[:tf.minimum(bins, tf.shape(spectrum)[0])]
+    kept = tf.pad(kept, [[0, bins - tf.shape(kept)[0]]])
+    scale = tf.cast(new_length, tf.float32) / tf.cast(length, tf.float32)
+    return tf.signal.irfft(kept, fft_length=new_length[None]) * scale
+
+
+def stretch_labels(labels, factor, num_frames, frame_shift: int, centre_offset: float):
+    """Frame labels of audio sped up by `factor`: new frame t takes the label of the original frame whose centre is
+    nearest to t's centre mapped back to the original time axis.
+
+    Args:
+      labels: int `[T]` labels of the original frames.
+      factor: the speed factor the audio was resampled with.
+      num_frames: frames of the perturbed audio.
+      frame_shift: in samples.
+      centre_offset: sample position of frame 0's centre (frame_length / 2 with snip_edges, else 0).
+    """
+    centres = (tf.cast(tf.range(num_frames), tf.float32) * frame_shift + centre_offset) * factor
+    source = tf.cast(tf.round((centres - centre_offset) / frame_shift), tf.int32)
+    return tf.gather(labels, tf.clip_by_value(source, 0, tf.shape(labels)[0] - 1))
+
+
+def coloured_noise(length, exponent, seed):
+    """Gaussian noise of `length` samples whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown)."""
+    white = tf.random.stateless_normal([length], seed)
+    spectrum = tf.signal.rfft(white)
+    bins = tf.shape(spectrum)[0]
+    freqs = tf.maximum(tf.cast(tf.range(bins), tf.float32), 1.0)  # DC shaped like the lowest band
+    shaped = spectrum * tf.cast(freqs ** (-exponent / 2.0), tf.complex64)
+    return tf.signal.irfft(shaped, fft_length=length[None])
+
+
+def add_noise(waveform, snr_db, exponent, seed):
+    """`waveform` plus generated noise scaled so that mean(signal²) / mean(noise²) is exactly `snr_db` dB."""
+    noise = coloured_noise(tf.shape(waveform)[0], exponent, seed)
+    signal_power = tf.reduce_mean(tf.square(waveform))
+    noise_power = tf.maximum(tf.reduce_mean(tf.square(noise)), 1e-20)
+    gain = tf.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
+    return waveform + gain * noise
+
+
+def _fft_convolve(waveform, response):
+    """First len(waveform) samples of the linear convolution waveform * response."""
+    length = tf.shape(waveform)[0]
+    size = length + tf.shape(response)[0] - 1
+    product = tf.signal.rfft(waveform, fft_length=size[None]) * tf.signal.rfft(response, fft_length=size[None])
+    return tf.signal.irfft(product, fft_length=size[None])[:length]
+
+
+def reverberate(waveform, rt60, sample_rate, seed):
+    """Convolves with a synthetic room response: unit direct path at lag 0, then noise decaying 60 dB in `rt60` s.
+
+    The output keeps the input's length and energy (so gain and SNR stay what the other steps set).
+    """
+    taps = tf.maximum(2, tf.cast(rt60 * sample_rate, tf.int32))
+    t = tf.cast(tf.range(taps), tf.float32) / sample_rate
+    tail = tf.random.stateless_normal([taps], seed) * tf.exp(-3.0 * math.log(10.0) * t / rt60) * 0.3
+    response = tf.concat([[1.0], tail[1:]], 0)
+    out = _fft_convolve(waveform, response)
+    energy_in = tf.reduce_sum(tf.square(waveform))
+    energy_out = tf.maximum(tf.reduce_sum(tf.square(out)), 1e-20)
+    return out * tf.sqrt(energy_in / energy_out)
+
+
+def telephone(waveform, sample_rate, low_hz: float = 300.0, high_hz: float = 3400.0):
+    """A telephone channel: band limit to [low_hz, high_hz] (FFT mask) and 8-bit μ-law companding (int16 scale)."""
+    length = tf.shape(waveform)[0]
+    spectrum = tf.signal.rfft(waveform)
+    freqs = tf.cast(tf.range(tf.shape(spectrum)[0]), tf.float32) * sample_rate / tf.cast(length, tf.float32)
+    passband = tf.cast((freqs >= low_hz) & (freqs <= high_hz), tf.complex64)
+    band = tf.signal.irfft(spectrum * passband, fft_length=length[None])
+    mu = 255.0
+    x = tf.clip_by_value(band / 32768.0, -1.0, 1.0)
+    code = tf.round(tf.sign(x) * tf.math.log1p(mu * tf.abs(x)) / math.log1p(mu) * 127.0) / 127.0
+    return tf.sign(code) * (tf.pow(1.0 + mu, tf.abs(code)) - 1.0) / mu * 32768.0
+
+
+def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8000):
+    """Applies the waveform perturbations of `config` to one utterance.
+
+    Args:
+      waveform: float `[samples]`, int16 scale.
+      config: `AugmentConfig`.
+      seed: int64 `[2]` stateless seed (`utterance_seed`).
+      sample_rate: Hz. Default 8000.
+
+    Returns:
+      `(waveform, speed_factor)`: the perturbed samples and the speed factor applied (1.0 when none).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 10)
+    factor = tf.constant(1.0)
+    if config.speed_factors:
+        choices = tf.constant(config.speed_factors, tf.float32)
+        factor = tf.gather(choices, tf.random.stateless_uniform([], seeds[0], 0, len(choices), dtype=tf.int32))
+        waveform = tf.cond(tf.equal(factor, 1.0), lambda: waveform, lambda: resample(waveform, factor))
+    if config.gain_db > 0:
+        waveform = waveform * 10.0 ** (_uniform(seeds[1], -config.gain_db, config.gain_db) / 20.0)
+    if config.reverb_prob > 0:
+        rt60 = _uniform(seeds[3], config.rt60_min, config.rt60_max)
+        waveform = tf.cond(_chance(seeds[2], config.reverb_prob),
+                           lambda: reverberate(waveform, rt60, sample_rate, seeds[4]), lambda: waveform)
+    if config.telephone_prob > 0:
+        waveform = tf.cond(_chance(seeds[5], config.telephone_prob), lambda: telephone(waveform, sample_rate),
+                           lambda: waveform)
+    if config.noise_prob > 0:
+        snr = _uniform(seeds[7], config.snr_min_db, config.snr_max_db)
+        exponents = tf.constant([NOISE_COLOURS[c] for c in config.noise_colours], tf.float32)
+        exponent = tf.gather(exponents, tf.random.stateless_uniform([], seeds[8], 0, len(exponents), dtype=tf.int32))
+        waveform = tf.cond(_chance(seeds[6], config.noise_prob),
+                           lambda: add_noise(waveform, snr, exponent, seeds[9]), lambda: waveform)
+    return waveform, factor
+
+
+def perturbed_speaker_stats(speaker, clean, perturbed, var_floor: float = 1e-10):
+    """Kaldi CMVN stats `[2, D + 1]` of a speaker as if all their audio had been perturbed like one utterance.
+
+    The speaker's mean moves by the utterance's mean shift and its variance scales by the utterance's variance ratio
+    (`clean` and `perturbed` are that utterance's stats before and after). Kaldi gets the same effect by treating
+    perturbed copies as new speakers with their own stats; stale clean stats would instead teach the network an
+    offset that speaker CMVN never leaves at test time.
+    """
+    def moments(stats):
+        stats = tf.cast(stats, tf.float64)
+        count = tf.maximum(stats[0, -1], 1.0)
+        mean = stats[0, :-1] / count
+        return count, mean, tf.maximum(stats[1, :-1] / count - tf.square(mean), var_floor)
+
+    count, mean, var = moments(speaker)
+    _, clean_mean, clean_var = moments(clean)
+    _, new_mean, new_var = moments(perturbed)
+    mean = mean + new_mean - clean_mean
+    var = var * new_var / clean_var
+    zero = tf.zeros([1], tf.float64)
+    return tf.stack([tf.concat([count * mean, count[None]], 0), tf.concat([count * (var + tf.square(mean)), zero], 0)])
+
+
+def _mask_positions(seed, count, max_width, size):
+    """bool `[size]`: union of `count` random spans of width 0..max_width."""
+    seeds = tf.random.experimental.stateless_split(seed, 2 * max(count, 1))
+    masked = tf.zeros([size], tf.bool)
+    positions = tf.range(size)
+    for k in range(count):
+        width = tf.random.stateless_uniform([], seeds[2 * k], 0, max_width + 1, dtype=tf.int32)
+        width = tf.minimum(width, size)
+        start = tf.random.stateless_uniform([], seeds[2 * k + 1], 0, tf.maximum(size - width, 0) + 1,
+                                            dtype=tf.int32)
+        masked |= (positions >= start) & (positions < start + width)
+    return masked
+
+
+def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
+    """SpecAugment masks on `[T, num_streams * bands]` features (value 0; frequency masks span every stream)."""
+    if not config.masks_features:
+        return features
+    time_seed, freq_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    frames, dim = tf.shape(features)[0], features.shape[-1]
+    bands = dim // num_streams
+    keep = tf.ones_like(features, tf.bool)
+    if config.time_masks:
+        keep &= ~_mask_positions(time_seed, config.time_masks, config.time_mask_frames, frames)[:, None]
+    if config.freq_masks:
+        band_mask = _mask_positions(freq_seed, config.freq_masks, config.freq_mask_bands, bands)
+        keep &= ~tf.tile(band_mask, [num_streams])[None, :]
+    return tf.where(keep, features, tf.zeros_like(features))
+
+
+__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform",
+           "perturbed_speaker_stats", "resample",
+           "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]

@@ -1,0 +1,211 @@
+"""Augmentation: each perturbation does what it claims, measured on signals whose answer is known."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from crnn_tf.data import augment as aug
+from crnn_tf.data.pipelines import utterance_dataset
+from crnn_tf.data.prepare import prepare_data_dir
+from crnn_tf.features import FeatureConfig
+from tests.data.fixtures import make_data_dir
+
+RATE = 8000
+SEED = tf.constant([3, 11], tf.int64)
+
+
+def _tone(freq, seconds=1.0, amplitude=1000.0):
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _peak_hz(x):
+    spectrum = np.abs(np.fft.rfft(x))
+    return np.argmax(spectrum) * RATE / len(x)
+
+
+def _band_power(x, low, high):
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.arange(spectrum.size) * RATE / len(x)
+    return spectrum[(freqs >= low) & (freqs < high)].sum()
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.25])
+def test_resample_scales_duration_and_pitch(factor):
+    out = aug.resample(_tone(500.0), factor).numpy()
+    assert out.size == round(RATE / factor)
+    assert abs(_peak_hz(out) - 500.0 * factor) <= 2 * RATE / out.size  # within two FFT bins
+    assert np.sqrt(np.mean(out ** 2)) == pytest.approx(1000 / np.sqrt(2), rel=0.02)  # level kept
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturbed_labels_land_on_the_right_segments(factor):
+    # Six tone segments of 0.15 s; each frame's label is its segment. After speed perturbation every frame's
+    # stretched label must name the segment whose (scaled) tone dominates that frame.
+    freqs = [300.0, 700.0, 1100.0, 1500.0, 1900.0, 2300.0]
+    wav = np.concatenate([_tone(f, 0.15) for f in freqs])
+    config = FeatureConfig()
+    frames = config.num_frames(wav.size)
+    centres = np.arange(frames) * config.frame_shift + config.frame_length / 2
+    labels = np.minimum((centres // (0.15 * RATE)).astype(np.int32), len(freqs) - 1)
+    sped = aug.resample(wav, factor).numpy()
+    new_frames = config.num_frames(sped.size)
+    stretched = aug.stretch_labels(labels, factor, new_frames, config.frame_shift, config.frame_length / 2).numpy()
+    dominant = []
+    for t in range(new_frames):
+        frame = sped[t * config.frame_shift: t * config.frame_shift + config.frame_length] * np.hanning(config.frame_length)
+        peak = _peak_hz(np.pad(frame, (0, 1024 - frame.size)))
+        dominant.append(int(np.argmin([abs(peak - f * factor) for f in freqs])))
+    agreement = np.mean(np.array(dominant) == stretched)
+    assert agreement >= 0.95, agreement  # only frames straddling a boundary may differ
+    assert abs(new_frames - frames / factor) <= 2
+
+
+@pytest.mark.parametrize("colour", sorted(aug.NOISE_COLOURS))
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_added_noise_has_the_requested_snr(colour, snr_db):
+    speech = _tone(440.0) + _tone(1200.0, amplitude=300.0)
+    noisy = aug.add_noise(speech, snr_db, aug.NOISE_COLOURS[colour], SEED).numpy()
+    measured = 10 * np.log10(np.mean(speech ** 2) / np.mean((noisy - speech) ** 2))
+    assert abs(measured - snr_db) <= 0.5
+
+
+def test_noise_colours_have_their_spectral_slopes():
+    tilt = {}
+    for colour, exponent in aug.NOISE_COLOURS.items():
+        noise = aug.coloured_noise(tf.constant(RATE * 4), exponent, SEED).numpy()
+        tilt[colour] = 10 * np.log10(_band_power(noise, 100, 400) / _band_power(noise, 1600, 1900))
+    assert abs(tilt["white"]) < 1.0  # equal bandwidths, equal power
+    assert tilt["pink"] == pytest.approx(10 * np.log10(np.log(4) / np.log(1900 / 1600)), abs=1.0)
+    brown = (1 / 100 - 1 / 400) / (1 / 1600 - 1 / 1900)  # ∫ f^-2 over each band
+    assert tilt["brown"] == pytest.approx(10 * np.log10(brown), abs=1.0)
+
+
+def test_gain_changes_the_level_within_its_range():
+    config = aug.AugmentConfig(gain_db=6.0)
+    wav = _tone(300.0)
+    gains = []
+    for k in range(20):
+        out, factor = aug.perturb_waveform(wav, config, tf.constant([k, 1], tf.int64))
+        assert float(factor) == 1.0 and out.shape == wav.shape
+        gains.append(20 * np.log10(np.std(out.numpy()) / np.std(wav)))
+    assert -6.0 <= min(gains) < -1.0 and 1.0 < max(gains) <= 6.0
+
+
+def test_reverberation_keeps_length_energy_and_timing():
+    wav = np.zeros(RATE, np.float32)
+    wav[2000] = 10000.0  # an impulse: the output is the room response, starting where the impulse was
+    out = aug.reverberate(wav, 0.5, RATE, SEED).numpy()
+    assert out.shape == wav.shape
+    assert np.sum(out ** 2) == pytest.approx(np.sum(wav ** 2), rel=1e-4)
+    assert np.all(out[:2000] == pytest.approx(0.0, abs=1e-2))
+    assert np.argmax(np.abs(out)) == 2000
+    tail = out[2001:]
+    early, late = np.sum(tail[:1000] ** 2), np.sum(tail[2000:3000] ** 2)
+    assert late < early / 10  # decays: 60 dB in 0.5 s is 12 dB per 0.1 s
+
+
+def test_telephone_channel_band_limits_and_quantises():
+    wav = _tone(150.0) + _tone(1000.0) + _tone(3800.0)
+    out = aug.telephone(wav, RATE).numpy()
+    passband = _band_power(out, 900, 1100)
+    assert _band_power(out, 100, 200) < passband / 1000
+    assert _band_power(out, 3700, 3900) < passband / 1000
+    assert len(np.unique(np.round(out, 3))) <= 256  # 8-bit μ-law
+
+
+def test_spec_augment_masks_whole_bands_across_streams():
+    config = aug.AugmentConfig(time_masks=2, time_mask_frames=5, freq_masks=2, freq_mask_bands=3)
+    features = np.ones([50, 3 * 31], np.float32)
+    out = aug.spec_augment(features, config, 3, SEED).numpy()
+    zero = out == 0
+    bands = zero.all(axis=0).reshape(3, 31)
+    assert (bands == bands[0]).all()  # the same bands in static, Δ and ΔΔ
+    assert 0 < bands[0].sum() <= 6
+    rows = zero.all(axis=1)
+    assert 0 < rows.sum() <= 10
+    assert zero.sum() == rows.sum() * 93 + bands.sum() * 50 - rows.sum() * bands.sum()  # nothing else touched
+    again = aug.spec_augment(features, config, 3, SEED).numpy()
+    assert np.array_equal(out, again)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"speed_factors": (0.3,)}, "speed factors"),
+    ({"noise_prob": 1.5}, "noise_prob"),
+    ({"snr_min_db": 30, "snr_max_db": 5}, "snr_min_db"),
+    ({"noise_colours": ("purple",)}, "colours"),
+    ({"time_masks": -1}, "time_masks"),
+])
+def test_augment_config_rejects_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        aug.AugmentConfig(**settings)
+
+
+def test_augment_config_round_trips_through_json_dicts():
+    config = aug.AugmentConfig(speed_factors=(0.9, 1.0, 1.1), noise_prob=0.5, noise_colours=("pink",))
+    assert aug.AugmentConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        aug.AugmentConfig.from_dict({"sped": 1})
+
+
+@pytest.fixture(scope="module")
+def audio_manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aug")
+    data_dir, samples = make_data_dir(root, num_utts=6, pipe=False)
+    config = FeatureConfig()
+    ali = root / "ali.ark"
+    from crnn_tf.data.kaldi_io import write_int32_vectors
+
+    # label = frame index, so a re-timed label sequence shows which original frame each new frame maps to
+    write_int32_vectors(f"ark:{ali}", [(u, np.arange(config.num_frames(s.size), dtype=np.int32))
+                                       for u, s in sorted(samples.items())])
+    return prepare_data_dir(data_dir, str(root / "prepared"), alignments=str(ali), mode="audio", config=config,
+                            num_targets=100, progress=False)
+
+
+def _epoch(manifest, config, seed):
+    return {ex["utt_id"].numpy(): (ex["features"].numpy(), ex["labels"].numpy())
+            for ex in utterance_dataset(manifest, seed=seed, augment=config)}
+
+
+def test_pipeline_augmentation_is_deterministic_and_keeps_labels_aligned(audio_manifest):
+    config = aug.AugmentConfig(speed_factors=(0.9, 1.1), gain_db=3.0, noise_prob=1.0, time_masks=1)
+    first, again, other = (_epoch(audio_manifest, config, seed) for seed in (5, 5, 6))
+    clean = _epoch(audio_manifest, None, 5)
+    for utt, (features, labels) in first.items():
+        assert np.array_equal(features, again[utt][0]) and np.array_equal(labels, again[utt][1])
+        assert features.shape[0] == labels.size  # one label per perturbed frame
+        steps = np.diff(labels)
+        assert set(np.unique(steps)) <= {0, 1, 2}  # monotone re-timing of the original frames
+        assert abs(labels.size - clean[utt][1].size) >= 2  # every utterance was sped up or slowed down
+    assert any(not np.array_equal(first[u][0], other[u][0]) for u in first)  # another epoch, other draws
+
+
+def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
+    features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"),
+                                         progress=False)
+    with pytest.raises(ValueError, match="mode='audio'"):
+        utterance_dataset(features_manifest, augment=aug.AugmentConfig(gain_db=3.0))
+    masked = utterance_dataset(features_manifest, augment=aug.AugmentConfig(freq_masks=1))  # masks work on features
+    assert next(iter(masked))["features"].shape[1] == 93
+
+
+def test_perturbed_speaker_stats_follow_the_perturbation():
+    from crnn_tf.features import cmvn_stats
+
+    rng = np.random.default_rng(0)
+    clean = rng.normal(2.0, 3.0, [40, 5])
+    perturbed = clean * 1.5 - 4.0
+    other = rng.normal(-1.0, 2.0, [60, 5])
+    # A speaker with this one utterance: the result is exactly the perturbed utterance's own stats.
+    alone = aug.perturbed_speaker_stats(cmvn_stats(clean), cmvn_stats(clean), cmvn_stats(perturbed)).numpy()
+    np.testing.assert_allclose(alone, cmvn_stats(perturbed).numpy(), rtol=1e-9)
+    # A speaker with more audio: its mean moves by the utterance's shift, its variance scales by its ratio.
+    speaker = cmvn_stats(np.concatenate([clean, other])).numpy()
+    moved = aug.perturbed_speaker_stats(speaker, cmvn_stats(clean), cmvn_stats(perturbed)).numpy()
+    count = speaker[0, -1]
+    mean, var = speaker[0, :-1] / count, speaker[1, :-1] / count - (speaker[0, :-1] / count) ** 2
+    new_mean = moved[0, :-1] / count
+    np.testing.assert_allclose(new_mean, mean + perturbed.mean(0) - clean.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(moved[1, :-1] / count - new_mean ** 2, var * perturbed.var(0) / clean.var(0),
+                               rtol=1e-9)
+    assert moved[0, -1] == count and moved[1, -1] == 0
