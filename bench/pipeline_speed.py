@@ -1,7 +1,10 @@
-"""Input-pipeline throughput: recurrent batches from TFRecords, and on-the-fly fbank from audio.
+"""Input-pipeline throughput: recurrent batches from TFRecords, on-the-fly fbank from audio, and each augmentation.
 
 Writes a synthetic prepared set (random features, or PCM for the audio mode) into a temporary directory, then times
-one pass of `recurrent_dataset` over it and prints frames/s (trained frames = frames of the utterances).
+one pass of `recurrent_dataset` over it and prints frames/s (trained frames = frames of the utterances). Every
+augmentation (`crnn_tf.data.augment`) is timed on the audio set too, and compared with what training consumes,
+measured in the same run: the frames/s of a train step of the recipe's LSTMP on one batch (the pipeline must stay
+ahead of it: `*_vs_training` > 1).
 
   python bench/pipeline_speed.py                # default: ~1.5 M frames, well under a minute
   python bench/pipeline_speed.py --utterances=2000 --frames=400
@@ -15,6 +18,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from crnn_tf.data.augment import AugmentConfig
 from crnn_tf.data.pipelines import recurrent_dataset
 from crnn_tf.data.tfrecords import Manifest, audio_example, features_example, write_manifest
 from crnn_tf.features import FeatureConfig
@@ -48,11 +52,49 @@ def _write(directory, mode, utterances, frames, shards, config, seed=0):
     return manifest
 
 
-def _time(manifest, chunks_per_replica):
+AUGMENTATIONS = {
+    "speed": AugmentConfig(speed_factors=(0.9, 1.0, 1.1)),
+    "gain": AugmentConfig(gain_db=6.0),
+    "noise": AugmentConfig(noise_prob=1.0),
+    "reverb": AugmentConfig(reverb_prob=1.0),
+    "telephone": AugmentConfig(telephone_prob=1.0),
+    "specaugment": AugmentConfig(time_masks=2, time_mask_frames=5, freq_masks=2, freq_mask_bands=4),
+    "all": AugmentConfig(speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=0.5, reverb_prob=0.3,
+                         telephone_prob=0.3, time_masks=2, freq_masks=2),
+}
+
+
+def _time(manifest, chunks_per_replica, augment=None):
     start = time.perf_counter()
-    for _ in recurrent_dataset(manifest, chunks_per_replica=chunks_per_replica, seed=0):
+    for _ in recurrent_dataset(manifest, chunks_per_replica=chunks_per_replica, seed=0, augment=augment):
         pass
     return manifest.num_frames / (time.perf_counter() - start)
+
+
+def _training_frames_per_s(config, chunks_per_replica, steps=20, spec="Lstm384P128+2xReLU512"):
+    """Frames/s one train step of `spec` consumes (forward, backward, Adam) on a batch of 15-frame chunks."""
+    import keras
+
+    from crnn_tf.models import from_spec
+
+    model = from_spec(spec, num_bands=config.num_bands, num_streams=config.num_streams, num_targets=100)
+    optimizer = keras.optimizers.Adam(1e-3)
+    features = tf.random.normal([chunks_per_replica, 15, config.feature_dim])
+    labels = tf.random.uniform([chunks_per_replica, 15], 0, 100, tf.int32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, model(features, training=True),
+                                                                               from_logits=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    # 10 of the 15 frames of a chunk carry a label (overlap 5), as in the recurrent pipeline's accounting.
+    return steps * chunks_per_replica * 10 / (time.perf_counter() - start)
 
 
 def main():
@@ -74,6 +116,12 @@ def main():
             key = "recurrent_tfrecords_frames_per_s" if mode == "features" else "recurrent_audio_fbank_frames_per_s"
             results[key] = round(_time(manifest, args.chunks_per_replica))
             results[f"{mode}_frames"] = manifest.num_frames
+        training = _training_frames_per_s(config, args.chunks_per_replica)
+        results["training_consumes_frames_per_s"] = round(training)
+        for name, augment in AUGMENTATIONS.items():
+            rate = _time(manifest, args.chunks_per_replica, augment)  # the audio set, last written
+            results[f"augment_{name}_frames_per_s"] = round(rate)
+            results[f"augment_{name}_vs_training"] = round(rate / training, 2)
     print(json.dumps(results))
 
 

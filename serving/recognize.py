@@ -6,6 +6,10 @@ Two ways in:
     `crnn_tf.hmm.decoder.HybridDecoder`, prints one JSON line per utterance.
   - `POST /v1/recognize` on crnn-serve started with `--graph_dir`: the same chain inside the server.
 
+A model exported with speaker CMVN takes the speaker's Kaldi statistics with every waveform (`crnn-recognize
+--cmvn_stats=spk.npy`, or `"cmvn_stats"` in the request body); `crnn_tf.features.speaker_cmvn_stats` computes them
+from the speaker's recordings, as Kaldi's compute-cmvn-stats --spk2utt does.
+
 Result (both): {"utt", "text", "words": [{"word", "start", "end"} (seconds)], "likelihood", "partial",
 "num_frames", "model_version"}.
 
@@ -84,6 +88,11 @@ class Recognizer:
             if waveform is None or waveform.ndim != 1 or not waveform.size:
                 raise invalid("'waveform' must be a non-empty [samples] array of numbers")
             inputs, signature = {"waveforms": waveform[None], "lengths": [waveform.size]}, "waveform"
+            if "cmvn_stats" in body:  # speaker-CMVN exports: the speaker's Kaldi stats [2][num_bands + 1]
+                stats = np.asarray(body["cmvn_stats"], np.float64) if _numeric(body["cmvn_stats"]) else None
+                if stats is None or stats.ndim != 2 or stats.shape[0] != 2:
+                    raise invalid("'cmvn_stats' must be the speaker's Kaldi CMVN stats, a [2][num_bands + 1] array")
+                inputs["cmvn_stats"] = stats[None]
         servable, _, outputs = self.service.predict(model_name, version, signature, inputs,
                                                     output_filter=decoder_outputs(signature))
         loglik = valid_log_likelihoods(outputs)
@@ -117,6 +126,8 @@ def define_flags():
     flags.DEFINE_float("beam", 13.0, "Decoder beam.")
     flags.DEFINE_float("frame_shift_ms", 10.0, "Frame shift for word times.")
     flags.DEFINE_float("timeout", 60.0, "Per-request timeout in seconds.")
+    flags.DEFINE_string("cmvn_stats", None, "For a speaker-CMVN model: the speaker's Kaldi CMVN stats (.npy, "
+                        "[2, num_bands + 1]), sent with every audio file (all files are that speaker's).")
 
 
 def decoder_outputs(signature):
@@ -169,7 +180,10 @@ def _utterances(paths):
     for path in paths:
         samples, _ = decode_audio(path, FLAGS.sample_rate)
         samples = np.asarray(samples, np.float32).reshape(-1)
-        yield path, "waveform", {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)}
+        inputs = {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)}
+        if FLAGS.cmvn_stats:
+            inputs["cmvn_stats"] = np.load(FLAGS.cmvn_stats).astype(np.float64)[None]
+        yield path, "waveform", inputs
 
 
 def main(argv):

@@ -19,7 +19,8 @@ flags.DEFINE_string("fsdd_dir", None, "A checkout of the FSDD repository (or its
 flags.DEFINE_string("output_dir", None, "Where {train,dev,test}/, dict/ and fsdd.json go.")
 flags.DEFINE_list("test_speakers", None, "Speakers whose files are the test set.")
 flags.DEFINE_list("dev_speakers", [], "Speakers whose files are the dev set (default none).")
-flags.DEFINE_list("train_speakers", [], "Training speakers (default: every speaker not in test or dev).")
+flags.DEFINE_list("train_speakers", [], "Training speakers (default: every speaker not in test or dev; 'none' for "
+                  "a test-only split).")
 flags.DEFINE_string("dev_takes", "", "Takes of the training speakers held out as dev, e.g. 0-4 (default none).")
 
 
@@ -28,9 +29,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from crnn_tf.corpus.fsdd import prepare_fsdd
 
+    train_speakers = FLAGS.train_speakers or None
+    if FLAGS.train_speakers == ["none"]:
+        train_speakers = []
     try:
         info = prepare_fsdd(FLAGS.fsdd_dir, FLAGS.output_dir, test_speakers=FLAGS.test_speakers,
-                            dev_speakers=FLAGS.dev_speakers, train_speakers=FLAGS.train_speakers or None,
+                            dev_speakers=FLAGS.dev_speakers, train_speakers=train_speakers,
                             dev_takes=FLAGS.dev_takes)
     except (FileNotFoundError, ValueError) as error:
         raise app.UsageError(str(error))

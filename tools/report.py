@@ -7,20 +7,21 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write PNG files
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLUMNS = ("net", "spec", "params", "dev_frame_accuracy", "acoustic_scale", "dev_wer", "dev_cer", "test_wer",
-           "test_cer")
+def _wer_cell(result):
+    low, high = result["interval"]
+    return f"{result['wer']:.2f} [{result['errors']}/{result['words']}] ({low:.1f}–{high:.1f})"
 
 
-def markdown_table(rows):
-    """Rows (dicts with COLUMNS) → the paper-style table: net, #Params, frame accuracy, WER/CER on dev and test."""
-    lines = ["| net | spec | #Params | dev frame acc. (%) | ac. scale | dev WER (%) | dev CER (%) | test WER (%) | "
-             "test CER (%) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def markdown_table(rows, sets):
+    """Rows → the paper-style table: net, #Params, dev frame accuracy, acoustic scale, then one WER cell per set
+    (rate, [errors / words], 95 % bootstrap interval) — `sets` in order, dev first."""
+    header = ["net", "spec", "#Params", "dev frame acc. (%)", "ac. scale"] + [f"{name} WER (%)" for name in sets]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in rows:
-        lines.append(
-            f"| {row['net']} | `{row['spec']}` | {row['params'] / 1e6:.2f}M | {100 * row['dev_frame_accuracy']:.1f} | "
-            f"{row['acoustic_scale']:g} | "
-            f"{row['dev_wer']:.2f} | {row['dev_cer']:.2f} | {row['test_wer']:.2f} | {row['test_cer']:.2f} |")
+        params = "–" if row["params"] is None else f"{row['params'] / 1e6:.2f}M"
+        accuracy = "–" if row["dev_frame_accuracy"] is None else f"{100 * row['dev_frame_accuracy']:.1f}"
+        cells = [row["net"], f"`{row['spec']}`", params, accuracy, f"{row['results']['dev']['acoustic_scale']:g}"]
+        lines.append("| " + " | ".join(cells + [_wer_cell(row["results"][name]) for name in sets]) + " |")
     return "\n".join(lines)
 
 
@@ -48,17 +49,19 @@ def plot_learning_curves(curves, path):
     plt.close(fig)
 
 
-def plot_error_rates(rows, path):
-    """Grouped bars: dev/test WER and CER per net."""
-    metrics = [("dev_wer", "dev WER"), ("test_wer", "test WER"), ("dev_cer", "dev CER"), ("test_cer", "test CER")]
+def plot_error_rates(rows, sets, path):
+    """Grouped bars with 95 % intervals: WER of every net on every set."""
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(sets) + 2), 4))
     for index, row in enumerate(rows):
-        positions = [m + index * width for m in range(len(metrics))]
-        bars = ax.bar(positions, [row[key] for key, _ in metrics], width, label=row["net"])
+        positions = [m + index * width for m in range(len(sets))]
+        values = [row["results"][name]["wer"] for name in sets]
+        errors = [[v - row["results"][name]["interval"][0] for v, name in zip(values, sets)],
+                  [row["results"][name]["interval"][1] - v for v, name in zip(values, sets)]]
+        bars = ax.bar(positions, values, width, yerr=errors, capsize=2, label=row["net"])
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks([m + width * (len(rows) - 1) / 2 for m in range(len(metrics))], [label for _, label in metrics])
-    ax.set(ylabel="error rate (%)", title="Error rates (test voices unseen in training)")
+    ax.set_xticks([m + width * (len(rows) - 1) / 2 for m in range(len(sets))], list(sets))
+    ax.set(ylabel="WER (%)", title="Word error rate per set (95 % bootstrap intervals; test speakers unseen)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -66,15 +69,15 @@ def plot_error_rates(rows, path):
     plt.close(fig)
 
 
-def write_report(report_dir, rows, curves, notes=""):
+def write_report(report_dir, rows, curves, sets, notes=""):
     """Writes results.md, results.json, learning_curves.png and error_rates.png; returns the markdown table."""
     os.makedirs(report_dir, exist_ok=True)
-    table = markdown_table(rows)
+    table = markdown_table(rows, sets)
     with open(os.path.join(report_dir, "results.md"), "w") as f:
-        f.write("# crnn_tf demo results\n\n" + table + "\n\n![learning curves](learning_curves.png)\n\n"
+        f.write("# crnn_tf recipe results\n\n" + table + "\n\n![learning curves](learning_curves.png)\n\n"
                 "![error rates](error_rates.png)\n\n" + notes)
     with open(os.path.join(report_dir, "results.json"), "w") as f:
-        json.dump(rows, f, indent=1)
+        json.dump({"sets": list(sets), "rows": rows}, f, indent=1)
     plot_learning_curves(curves, os.path.join(report_dir, "learning_curves.png"))
-    plot_error_rates(rows, os.path.join(report_dir, "error_rates.png"))
+    plot_error_rates(rows, sets, os.path.join(report_dir, "error_rates.png"))
     return table

@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_spec", None, "Model zoo spec, e.g. CLstm384P256+Pool3+Lstm2000P750+3xReLU2000.")
 flags.DEFINE_string("train_data", None, "Training manifest (crnn-prepare-data output dir or manifest.json).")
@@ -50,44 +52,7 @@ flags.DEFINE_enum("on_nan", "stop", ["stop", "skip"], "On a non-finite loss: sto
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 
 
-def _define_augment_flags():
-    """One `--augment_<field>` flag per `AugmentConfig` field, with its default and its docstring line as help."""
-    import dataclasses
-    import inspect
-
-    from crnn_tf.data.augment import AugmentConfig
-
-    docs = {}
-    for line in inspect.getdoc(AugmentConfig).splitlines():
-        names, _, text = line.strip().partition(": ")
-        for name in names.split(", "):
-            docs[name] = text
-    for field in dataclasses.fields(AugmentConfig):
-        name, default = f"augment_{field.name}", field.default
-        help_text = docs.get(field.name, "see crnn_tf.data.augment.AugmentConfig")
-        if isinstance(default, tuple):
-            flags.DEFINE_list(name, [str(v) for v in default], help_text)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_text)
-        else:
-            flags.DEFINE_float(name, default, help_text)
-
-
-_define_augment_flags()
-
-
-def augment_from_flags():
-    """The `AugmentConfig` the `--augment_*` flags describe."""
-    import dataclasses
-
-    from crnn_tf.data.augment import AugmentConfig
-
-    values = {}
-    for field in dataclasses.fields(AugmentConfig):
-        value = getattr(FLAGS, f"augment_{field.name}")
-        values[field.name] = tuple(float(v) if field.name == "speed_factors" else v for v in value) \
-            if isinstance(field.default, tuple) else value
-    return AugmentConfig(**values)
+common_flags.define_augment_flags()
 
 _CONFIG_FLAGS = ("model_spec", "train_data", "dev_data", "model_dir", "strategy", "cpu_devices", "chunk_length",
                  "chunk_overlap", "chunks_per_replica", "label_delay", "context", "window", "batch_size",
@@ -104,7 +69,8 @@ def main(argv):
     if FLAGS.strategy == "parameter_server" and strategies.task_role()[0] in ("ps", "worker"):
         strategies.run_server()  # never returns
         return
-    config = TrainConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FLAGS}, augment=augment_from_flags())
+    config = TrainConfig(**{name: getattr(FLAGS, name) for name in _CONFIG_FLAGS},
+                         augment=common_flags.augment_from_flags())
     record = train(config)
     if strategies.is_chief():
         print(json.dumps({"model_dir": config.model_dir, **record}, default=float))

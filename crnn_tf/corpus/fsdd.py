@@ -127,15 +127,17 @@ def split_recordings(recordings: list[Recording], *, test_speakers, dev_speakers
       recordings: from `scan_recordings`.
       test_speakers: speakers whose every file is test (at least one).
       dev_speakers: speakers whose every file is dev. Default none.
-      train_speakers: training speakers; default every speaker not in test or dev.
+      train_speakers: training speakers; default (None) every speaker not in test or dev; [] for none (a test-only
+        split, e.g. to test a model trained on other data on every speaker).
       dev_takes: takes of the training speakers held out as dev (unseen files of seen speakers). Default none.
 
     Raises:
-      ValueError: an unknown speaker (the known ones listed), a speaker in two roles, or an empty train or test set.
+      ValueError: an unknown speaker (the known ones listed), a speaker in two roles, no test speaker, or training
+        speakers all of whose takes went to dev.
     """
     known = sorted({r.speaker for r in recordings})
     test, dev = set(test_speakers), set(dev_speakers)
-    train = set(train_speakers) if train_speakers else set(known) - test - dev
+    train = set(known) - test - dev if train_speakers is None else set(train_speakers)
     for role, speakers in (("test", test), ("dev", dev), ("train", train)):
         unknown = sorted(speakers - set(known))
         if unknown:
@@ -153,7 +155,7 @@ def split_recordings(recordings: list[Recording], *, test_speakers, dev_speakers
             splits["dev"].append(r)
         elif r.speaker in train:
             splits["train"].append(r)
-    if not splits["train"]:
+    if train and not splits["train"]:
         raise ValueError(f"no training recordings: train speakers {sorted(train)}, dev takes {sorted(dev_takes)}")
     return splits
 

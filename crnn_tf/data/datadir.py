@@ -139,3 +139,64 @@ class DataDir:
                                             f"({waveform.size / rate:.2f} s)")
             waveform = waveform[first:last]
         return waveform, rate
+
+
+def combine_data_dirs(data_dirs: list[str], out_dir: str) -> DataDir:
+    """One Kaldi data dir holding every utterance of `data_dirs` (Kaldi's utils/combine_data.sh).
+
+    wav.scp, text, utt2spk (each utterance its own speaker where a dir has none) and spk2utt are always written;
+    segments when any dir has them (a dir without gets whole-recording segments); phone_times.ctm and utt2dur with
+    the lines of the dirs that have them.
+
+    Raises:
+      ValueError: an utterance, recording or speaker id in two dirs (naming both), or a dir without wav.scp.
+    """
+    tables = {name: {} for name in ("wav.scp", "text", "utt2spk", "segments", "utt2dur")}
+    owner: dict[str, str] = {}
+    ctm_lines: list[str] = []
+    loaded = [DataDir.load(path) for path in data_dirs]
+    any_segments = any(data.segments is not None for data in loaded)
+    speakers: dict[str, str] = {}
+    for path, data in zip(data_dirs, loaded):
+        if not data.wav:
+            raise ValueError(f"{path}: combining data dirs needs wav.scp")
+        for key, kind in [(u, "utterance") for u in data.utterances] + [(r, "recording") for r in data.wav]:
+            if f"{kind}:{key}" in owner and owner[f"{kind}:{key}"] != path:
+                raise ValueError(f"{kind} id {key!r} is in both {owner[f'{kind}:{key}']} and {path}")
+            owner[f"{kind}:{key}"] = path
+        for speaker in set(data.utt2spk.values()):
+            if speakers.setdefault(speaker, path) != path:
+                raise ValueError(f"speaker id {speaker!r} is in both {speakers[speaker]} and {path}")
+        tables["wav.scp"].update(data.wav)
+        tables["text"].update(data.text)
+        tables["utt2spk"].update(data.utt2spk)
+        if any_segments:
+            segments = data.segments or {utt: (utt, 0.0, -1.0) for utt in data.utterances}
+            tables["segments"].update({u: f"{r} {s:g} {e:g}" for u, (r, s, e) in segments.items()})
+        durations = os.path.join(path, "utt2dur")
+        if os.path.exists(durations):
+            tables["utt2dur"].update(read_text_table(durations))
+        ctm = os.path.join(path, "phone_times.ctm")
+        if os.path.exists(ctm):
+            with open(ctm) as f:
+                ctm_lines += [line for line in f if line.strip()]
+    os.makedirs(out_dir, exist_ok=True)
+    for name, table in tables.items():
+        target = os.path.join(out_dir, name)
+        if table:
+            with open(target, "w") as f:
+                f.write("".join(f"{key} {table[key]}\n" for key in sorted(table)))
+        elif os.path.exists(target):
+            os.remove(target)
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(tables["utt2spk"]):
+        spk2utt.setdefault(tables["utt2spk"][utt], []).append(utt)
+    with open(os.path.join(out_dir, "spk2utt"), "w") as f:
+        f.write("".join(f"{spk} {' '.join(utts)}\n" for spk, utts in sorted(spk2utt.items())))
+    ctm_path = os.path.join(out_dir, "phone_times.ctm")
+    if ctm_lines:
+        with open(ctm_path, "w") as f:
+            f.write("".join(sorted(ctm_lines, key=lambda line: line.split()[0])))
+    elif os.path.exists(ctm_path):
+        os.remove(ctm_path)
+    return DataDir.load(out_dir)

@@ -111,7 +111,8 @@ def _pdf_of(tm, phone, hmm_state):
     return table[(phone, hmm_state)]
 
 
-def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig | None = None) -> TrainResult:
+def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig | None = None, *,
+               init_alignment: str | None = None) -> TrainResult:
     """Trains a monophone GMM-HMM on a Kaldi data dir and writes alignments, model and prior counts.
 
     Args:
@@ -119,9 +120,12 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
       lang_dir: from `crnn_tf.hmm.lang.prepare_lang`.
       out_dir: output directory (see module docstring).
       config: TrainConfig (default TrainConfig()).
+      init_alignment: with init="timings", a pdf-id alignment ark (e.g. another model's `align_with_model` output)
+        that initialises the utterances phone_times.ctm has no timings for — real recordings trained beside
+        synthetic speech. Default None (every utterance needs timings).
 
     Returns:
-      TrainResult; phone_agreement is filled when the data dir has phone_times.ctm.
+      TrainResult; phone_agreement is filled when the data dir has phone_times.ctm (over the utterances it times).
 
     Example:
       >>> res = train_mono("corpus/train", "exp/lang", "exp/mono")
@@ -152,7 +156,23 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
         if not os.path.exists(ctm_path):
             raise FileNotFoundError(f"init='timings' needs {ctm_path}; use init='flat' for data without timings")
         times = read_phone_times(ctm_path)
-        pdf_ali = {u: _ctm_pdf_alignment(times[u], len(feats[u]), lang.phones, tm, u) for u in feats}
+        given = read_int32_vectors(init_alignment) if init_alignment else {}
+        pdf_ali = {}
+        for u in feats:
+            if u in times:
+                pdf_ali[u] = _ctm_pdf_alignment(times[u], len(feats[u]), lang.phones, tm, u)
+            elif u in given:
+                if abs(len(given[u]) - len(feats[u])) > 2:
+                    raise ValueError(f"utterance {u}: {init_alignment} has {len(given[u])} frames, its features "
+                                     f"{len(feats[u])}")
+                labels = given[u][:len(feats[u])]
+                pdf_ali[u] = np.pad(labels, (0, len(feats[u]) - len(labels)), mode="edge").astype(np.int32)
+            elif init_alignment:
+                log.warning("utterance %s: neither timings in %s nor an alignment in %s; left out of the "
+                            "initial model (EM aligns it from iteration 1)", u, ctm_path, init_alignment)
+            else:
+                raise ValueError(f"utterance {u} has no phone timings in {ctm_path}; pass init_alignment or use "
+                                 f"init='flat'")
     elif cfg.init == "flat":
         pdf_ali = {}
         for n, utt in enumerate(sorted(feats)):
@@ -393,6 +413,8 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
     t2ph = hmm_model.tid2phone(tm)
     same = total = 0
     for utt, tids in ali.items():
+        if utt not in times:  # real recordings trained beside synthetic speech have no reference timings
+            continue
         ref = frame_phones(times[utt], len(tids))
         hyp = [lang.id2phone[p] for p in t2ph[tids]]
         same += sum(r == h for r, h in zip(ref, hyp))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import kaldialign
+import numpy as np
 
 EPS = "<eps>"
 
@@ -55,6 +56,27 @@ class Score:
     @property
     def sentence_errors(self) -> int:
         return sum(1 for u in self.per_utt if u.errors)
+
+    def interval(self, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap confidence interval of `rate` (percent), resampling utterances with replacement.
+
+        Utterances, not words, are the independent units (a misrecognised utterance often has several errors), so
+        the interval is wider than a binomial one over words. Deterministic for a given seed.
+
+        Example:
+          >>> lo, hi = score({"a": ["X"], "b": ["Y"]}, {"a": ["X"], "b": ["Z"]}).interval()
+          >>> lo, hi
+          (0.0, 100.0)
+        """
+        if not self.per_utt:
+            return 0.0, 0.0
+        errors = np.array([u.errors for u in self.per_utt], np.float64)
+        words = np.array([u.ref_len for u in self.per_utt], np.float64)
+        picks = np.random.default_rng(seed).integers(0, len(errors), size=(resamples, len(errors)))
+        rates = 100.0 * errors[picks].sum(1) / np.maximum(words[picks].sum(1), 1.0)
+        tail = 100.0 * (1.0 - level) / 2.0
+        low, high = np.percentile(rates, [tail, 100.0 - tail])
+        return float(low), float(high)
 
     def summary(self) -> str:
         """``%WER 12.34 [ 12 / 100, 3 ins, 4 del, 5 sub ]`` (Kaldi compute-wer's first line)."""

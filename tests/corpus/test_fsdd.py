@@ -61,6 +61,9 @@ def test_dev_speakers_and_explicit_train_speakers(fake_fsdd, tmp_path):
     info = fsdd.prepare_fsdd(str(fake_fsdd / "recordings"), str(tmp_path / "out"), test_speakers=["carol"],
                              dev_speakers=["bob"], train_speakers=["alice"])
     assert info["speakers"] == {"train": ["alice"], "dev": ["bob"], "test": ["carol"]}
+    test_only = fsdd.prepare_fsdd(str(fake_fsdd), str(tmp_path / "all"), test_speakers=list(SPEAKERS),
+                                  train_speakers=[])
+    assert test_only["counts"] == {"test": 90} and not (tmp_path / "all" / "train").exists()
 
 
 @pytest.mark.parametrize("kwargs, message", [

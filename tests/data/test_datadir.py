@@ -40,3 +40,29 @@ def test_failing_pipe_is_named_with_exit_status():
 def test_missing_tables_are_named(tmp_path):
     with pytest.raises(ValueError, match="wav.scp or feats.scp"):
         DataDir.load(str(tmp_path))
+
+
+def test_combine_data_dirs_keeps_every_table_and_refuses_clashing_ids(tmp_path):
+    from crnn_tf.data.datadir import combine_data_dirs
+
+    first, _ = make_data_dir(tmp_path / "a", num_utts=3, pipe=False)
+    second = tmp_path / "b"
+    second.mkdir()
+    wav = tmp_path / "a" / "wav" / "spk0-utt0.wav"
+    (second / "wav.scp").write_text(f"rec1 {wav}\n")
+    (second / "segments").write_text("x-1 rec1 0.0 0.2\nx-2 rec1 0.1 0.3\n")
+    (second / "text").write_text("x-1 ONE\nx-2 TWO\n")
+    (second / "utt2spk").write_text("x-1 x\nx-2 x\n")
+    (second / "phone_times.ctm").write_text("x-1 1 0.0 0.2 W\nx-2 1 0.0 0.2 T\n")
+    combined = combine_data_dirs([first, str(second)], str(tmp_path / "all"))
+    assert combined.utterances == ["spk0-utt0", "spk0-utt2", "spk1-utt1", "x-1", "x-2"]
+    assert combined.segments["spk0-utt0"] == ("spk0-utt0", 0.0, -1.0)
+    assert combined.segments["x-2"] == ("rec1", 0.1, 0.3)
+    assert combined.spk2utt["x"] == ["x-1", "x-2"] and combined.text["x-2"] == "TWO"
+    np.testing.assert_array_equal(combined.load_audio("x-2")[:8], combined.load_audio("spk0-utt0")[800:808])
+    assert (tmp_path / "all" / "phone_times.ctm").read_text().splitlines()[0].startswith("x-1 ")
+    import shutil
+
+    shutil.copytree(first, tmp_path / "copy")
+    with pytest.raises(ValueError, match="utterance id 'spk0-utt0' is in both"):
+        combine_data_dirs([first, str(tmp_path / "copy")], str(tmp_path / "dup"))

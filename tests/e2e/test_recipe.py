@@ -23,15 +23,24 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     first = _recipe(work, report)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
     stages = [line.split()[-1] for line in first.stdout.splitlines() if line.startswith("== stage")]
-    assert stages[:4] == ["corpus", "hmm", "features", "train_FFNN"]
-    assert {f"decode_{net}" for net in ("FFNN", "LSTMP", "CLSTM")} <= set(stages)
+    assert stages[:4] == ["data", "hmm", "features", "train_FFNN"]
+    assert {f"decode_{net}" for net in ("FFNN", "LSTMP", "CLSTM", "GMM")} <= set(stages)
 
-    rows = json.loads((report / "results.json").read_text())
-    assert [row["net"] for row in rows] == ["FFNN", "LSTMP", "CLSTM"]
-    for row in rows:
+    results = json.loads((report / "results.json").read_text())
+    assert results["sets"] == ["dev", "synthetic"]
+    rows = results["rows"]
+    assert [row["net"] for row in rows] == ["FFNN", "LSTMP", "CLSTM", "GMM-HMM"]
+    for row in rows[:3]:
         assert row["params"] > 0 and 0.0 < row["dev_frame_accuracy"] <= 1.0
-        for key in ("dev_wer", "dev_cer", "test_wer", "test_cer"):
-            assert 0.0 <= row[key] < float("inf")  # insertions can take a toy net's WER past 100%
+    for row in rows:
+        for name in results["sets"]:
+            cell = row["results"][name]
+            assert cell["interval"][0] <= cell["wer"] <= cell["interval"][1]
+            assert cell["wer"] == pytest.approx(100 * cell["errors"] / cell["words"])
+    # Toy scale: the GMM-HMM that labels the frames already recognises unseen voices (measured 9.6 %); the nets,
+    # after one epoch on 72 utterances, only have to beat chance.
+    assert rows[-1]["results"]["synthetic"]["wer"] < 25.0
+    assert all(row["results"]["synthetic"]["wer"] < 100.0 for row in rows[:3])
     table = (report / "results.md").read_text()
     assert "| CLSTM | `CLstm8P8+Pool3+Lstm32P16+ReLU64` |" in table and table in first.stdout + table
     for chart in ("learning_curves.png", "error_rates.png"):
@@ -43,3 +52,33 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     assert "== stage" not in again.stdout  # every stage was already done
     assert "| CLSTM |" in again.stdout
+
+
+def test_real_recordings_join_the_synthetic_corpus_by_speaker(tmp_path):
+    """Stages 0-1 with an FSDD-shaped checkout: combined data dirs, a GMM bootstrapped on the synthetic timings that
+    aligns the recordings, the union retrained, and a digit-loop graph; the stage range is honoured."""
+    from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table
+    from tests.corpus.test_fsdd import _fake_fsdd
+
+    fsdd = _fake_fsdd(tmp_path / "fsdd", takes=2)
+    work = tmp_path / "exp"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    args = [sys.executable, "-m", "tools.recipe", f"--work_dir={work}", f"--report_dir={tmp_path / 'report'}",
+            "--num_utterances=60", "--gmm_iters=3", "--max_gauss=100", f"--fsdd={fsdd}",
+            "--fsdd_test_speakers=carol", "--fsdd_dev_takes=0"]
+    done = subprocess.run(args + ["--stop_stage=1"], capture_output=True, text=True, timeout=600, cwd=root,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    stages = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("== stage")]
+    assert stages == ["data", "hmm"]
+    data = json.loads((work / "done" / "data").read_text())
+    train = read_text_table(os.path.join(data["train"], "text"))
+    assert sum(u.startswith("fsdd_") for u in train) == 20 and len(train) > 20  # alice + bob, takes 1
+    assert data["tests"]["fsdd"].endswith("test") and set(data["tests"]) == {"synthetic", "fsdd"}
+    assert (work / "hmm" / "bootstrap" / "final.mdl").exists()
+    aligned = read_int32_vectors(str(work / "hmm" / "mono" / "pdf_ali.ark"))
+    hmm = json.loads((work / "done" / "hmm").read_text())
+    assert len(aligned) + hmm["failed_utts"] == len(train)
+    assert (work / "hmm" / "graph" / "HCLG.fst").exists()
+    later = subprocess.run(args + ["--stage=3"], capture_output=True, text=True, timeout=600, cwd=root)
+    assert later.returncode != 0 and "stage features (2) has not run yet" in later.stderr

@@ -3,6 +3,7 @@ import os
 import wave
 
 import numpy as np
+import pytest
 
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
 from crnn_tf.hmm import align as A
@@ -69,3 +70,24 @@ def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data
     tm = hmm_model.read_transition_model(tiny_alignment.model)
     agreement = A.phone_agreement(dev_ali, tm, Lang(tiny_alignment.lang_dir), str(corpus / "dev" / "phone_times.ctm"))
     assert agreement >= 0.8, agreement
+
+
+def test_utterances_without_timings_start_from_a_given_alignment(tiny_alignment, tmp_path):
+    import shutil
+
+    from crnn_tf.data.kaldi_io import read_int32_vectors
+    from crnn_tf.hmm.align import TrainConfig, train_mono
+
+    data = tmp_path / "train"
+    shutil.copytree(tiny_alignment.corpus / "train", data)
+    ctm = (data / "phone_times.ctm").read_text().splitlines()
+    untimed = sorted({line.split()[0] for line in ctm})[::3]  # as if every third were a real recording
+    (data / "phone_times.ctm").write_text("".join(f"{line}\n" for line in ctm if line.split()[0] not in untimed))
+    config = TrainConfig(num_iters=2, realign_iters=(1, 2), max_gauss=100, gauss_increase_iters=1)
+    with pytest.raises(ValueError, match=f"utterance {untimed[0]} has no phone timings"):
+        train_mono(str(data), tiny_alignment.lang_dir, str(tmp_path / "refused"), config)
+    result = train_mono(str(data), tiny_alignment.lang_dir, str(tmp_path / "mono"), config,
+                        init_alignment=tiny_alignment.pdf_ali)
+    aligned = read_int32_vectors(result.pdf_ali)
+    assert set(untimed) <= set(aligned) and not result.failed_utts
+    assert result.phone_agreement > 0.7  # measured over the timed utterances only

@@ -1,4 +1,6 @@
 """WER/CER scoring: golden numbers and compute-wer format."""
+import pytest
+
 from crnn_tf.hmm.scoring import score
 
 
@@ -14,3 +16,17 @@ def test_cer_missing_hypotheses_and_oov_count():
     s = score({"a": ["AB", "C"], "b": ["X"]}, {"a": ["AC"]}, unit="CER", oov_words={"AB", "C"})
     assert s.summary() == "%CER 50.00 [ 2 / 4, 0 ins, 2 del, 0 sub ]"
     assert s.missing == ["b"] and s.oov_count == 1
+
+
+def test_bootstrap_interval_brackets_the_rate():
+    refs = {f"u{i:03d}": ["ONE"] for i in range(200)}
+    hyps = {u: (["TWO"] if i % 10 == 0 else ["ONE"]) for i, u in enumerate(sorted(refs))}
+    result = score(refs, hyps)
+    assert result.rate == pytest.approx(10.0)
+    low, high = result.interval()
+    # Binomial over 200 independent one-word utterances: 10 ± 1.96 · 2.12.
+    assert low == pytest.approx(10 - 1.96 * 2.12, abs=1.2) and high == pytest.approx(10 + 1.96 * 2.12, abs=1.2)
+    assert result.interval() == (low, high)  # seeded
+    assert score(refs, refs).interval() == (0.0, 0.0)
+    narrow = result.interval(level=0.5)
+    assert low < narrow[0] < 10 < narrow[1] < high

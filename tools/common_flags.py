@@ -1,0 +1,55 @@
+"""Flag groups that several tools share, defined once here from the config dataclasses they fill."""
+import dataclasses
+import inspect
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+AUGMENT_PREFIX = "augment_"
+
+
+def field_docs(cls) -> dict[str, str]:
+    """`{field: help}` from a dataclass docstring's `Args:`/`Attributes:` lines (`name, other: text`)."""
+    docs = {}
+    for line in (inspect.getdoc(cls) or "").splitlines():
+        names, _, text = line.strip().partition(": ")
+        if text:
+            for name in names.split(", "):
+                docs.setdefault(name, text)
+    return docs
+
+
+def define_augment_flags(defaults=None) -> None:
+    """One `--augment_<field>` flag per `AugmentConfig` field, help text from its docstring.
+
+    Args:
+      defaults: an `AugmentConfig` whose values are the flags' defaults. Default `AugmentConfig()` (all off).
+    """
+    from crnn_tf.data.augment import AugmentConfig
+
+    defaults = defaults or AugmentConfig()
+    docs = field_docs(AugmentConfig)
+    for field in dataclasses.fields(AugmentConfig):
+        name, default = AUGMENT_PREFIX + field.name, getattr(defaults, field.name)
+        help_text = docs.get(field.name, "see crnn_tf.data.augment.AugmentConfig")
+        if isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        else:
+            flags.DEFINE_float(name, default, help_text)
+
+
+def augment_from_flags():
+    """The `AugmentConfig` the `--augment_*` flags describe."""
+    from crnn_tf.data.augment import AugmentConfig
+
+    values = {}
+    for field in dataclasses.fields(AugmentConfig):
+        value = getattr(FLAGS, AUGMENT_PREFIX + field.name)
+        if field.name == "speed_factors":
+            value = tuple(float(v) for v in value)
+        elif isinstance(field.default, tuple):
+            value = tuple(value)
+        values[field.name] = value
+    return AugmentConfig(**values)
