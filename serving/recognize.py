@@ -24,6 +24,8 @@ import threading
 import numpy as np
 from absl import app, flags
 
+from tools import common_flags
+
 from serving.errors import invalid
 
 DEFAULT_FRAME_SHIFT_S = 0.01
@@ -211,7 +213,7 @@ def main(argv):
 def run():
     """Console-script entry point (`crnn-recognize`)."""
     define_flags()
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

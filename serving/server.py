@@ -14,6 +14,8 @@ import time
 
 from absl import app, flags, logging
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 
 
@@ -141,7 +143,7 @@ def run():
     """Console-script entry point (`crnn-serve`)."""
     prefer_onednn()
     define_flags()
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import json
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data", None, "Training data dir (wav.scp, text, utt2spk; phone_times.ctm for --init=timings).")
 flags.DEFINE_string("dict", None, "Kaldi dict dir (default: <data>/../dict, where crnn-make-corpus puts it).")
@@ -44,7 +46,7 @@ def main(argv):
 
 def run():
     flags.mark_flag_as_required("exp")
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

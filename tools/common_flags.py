@@ -53,3 +53,25 @@ def augment_from_flags():
             value = tuple(value)
         values[field.name] = value
     return AugmentConfig(**values)
+
+
+def run_tool(main, module_name: str, *shared_modules: str) -> None:
+    """`app.run(main)` for a console script, so that plain `--help` shows the tool's docstring and its own flags.
+
+    absl lists the key flags of the program (`sys.argv[0]`) and prints the `__main__` module's docstring; a console
+    script's `__main__` is a generated wrapper, and the flags belong to the tool's module. This registers the tool's
+    flags (and those of `shared_modules`, e.g. "tools.common_flags") as the program's, and lends the wrapper the
+    tool's docstring.
+    """
+    import sys
+
+    from absl import app
+
+    program = sys.argv[0]
+    for name in (module_name, *shared_modules):
+        for flag in FLAGS.get_key_flags_for_module(name):
+            FLAGS.register_key_flag_for_module(program, flag)
+    main_module = sys.modules["__main__"]
+    if main_module is not sys.modules[module_name]:
+        main_module.__doc__ = sys.modules[module_name].__doc__
+    app.run(main)

@@ -14,6 +14,8 @@ import os
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("graph_dir", None,
                     "Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
@@ -77,7 +79,7 @@ def main(argv):
 def run():
     flags.mark_flag_as_required("graph_dir")
     flags.mark_flag_as_required("out_dir")
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

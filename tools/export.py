@@ -7,6 +7,8 @@ Example:
 """
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "crnn-train model dir (train_config.json, checkpoints/, best/, ...).")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of --model_dir to export.")
@@ -62,7 +64,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-export`)."""
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

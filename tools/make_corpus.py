@@ -7,6 +7,8 @@ import json
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output corpus directory.")
 flags.DEFINE_integer("num_utterances", 5000, "Utterances over train/dev/test.")
@@ -32,7 +34,7 @@ def main(argv):
 
 def run():
     flags.mark_flag_as_required("out_dir")
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

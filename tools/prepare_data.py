@@ -10,6 +10,8 @@ import sys
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments], utt2spk, … or feats.scp).")
 flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
@@ -63,7 +65,7 @@ def main(argv):
 def run():
     """Console-script entry point (`crnn-prepare-data`)."""
     flags.mark_flags_as_required(["data_dir", "output_dir"])
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("fsdd_dir", None, "A checkout of the FSDD repository (or its recordings/ folder).")
 flags.DEFINE_string("output_dir", None, "Where {train,dev,test}/, dict/ and fsdd.json go.")
@@ -44,7 +46,7 @@ def main(argv):
 def run():
     """Console-script entry point (`crnn-prepare-fsdd`)."""
     flags.mark_flags_as_required(["fsdd_dir", "output_dir", "test_speakers"])
-    app.run(main)
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -416,7 +416,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    common_flags.run_tool(main, __name__, "tools.common_flags")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ def main(argv):
 def run():
     """Console-script entry point (`crnn-train`)."""
     flags.mark_flags_as_required(["model_spec", "train_data", "model_dir"])
-    app.run(main)
+    common_flags.run_tool(main, __name__, "tools.common_flags")
 
 
 if __name__ == "__main__":

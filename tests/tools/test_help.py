@@ -1,0 +1,64 @@
+"""Every console script: plain `--help` shows the tool's usage and its own flags; a bad flag is a usage error."""
+import ast
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _console_scripts():
+    """setup.py's CONSOLE_SCRIPTS, read without running setup()."""
+    tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
+    node = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "CONSOLE_SCRIPTS")
+    return ast.literal_eval(node.value)
+
+
+CONSOLE_SCRIPTS = _console_scripts()
+
+# A flag each tool must list under its own name (not only in --helpfull).
+KEY_FLAGS = {
+    "crnn-make-corpus": "--num_utterances", "crnn-prepare-data": "--data_dir", "crnn-prepare-fsdd": "--test_speakers",
+    "crnn-align": "--init", "crnn-train": "--model_spec", "crnn-export": "--export_base", "crnn-decode": "--graph_dir",
+    "crnn-serve": "--model_base_path", "crnn-recognize": "--graph_dir", "crnn-recipe": "--fsdd",
+}
+BIN = os.path.dirname(sys.executable)
+
+
+def _run(args):
+    return subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
+@pytest.fixture(scope="module")
+def helps():
+    scripts = sorted(CONSOLE_SCRIPTS)
+    missing = [s for s in scripts if not os.path.exists(os.path.join(BIN, s))]
+    if missing:
+        pytest.skip(f"console scripts not installed beside {sys.executable}: {missing} (make install)")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        return dict(zip(scripts, pool.map(lambda s: _run([os.path.join(BIN, s), "--help"]), scripts)))
+
+
+def test_every_console_script_is_checked():
+    assert sorted(KEY_FLAGS) == sorted(CONSOLE_SCRIPTS)
+
+
+@pytest.mark.parametrize("script", sorted(KEY_FLAGS))
+def test_help_lists_the_tools_own_flags(helps, script):
+    done = helps[script]
+    assert done.returncode == 1, done.stderr[-2000:]  # absl's --help exits 1 after printing the usage
+    module = CONSOLE_SCRIPTS[script].split(":")[0]
+    doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, *module.split(".")) + ".py").read()))
+    assert done.stdout.lstrip().splitlines()[0] == doc.splitlines()[0]  # the tool's docstring is the usage
+    assert KEY_FLAGS[script] in done.stdout
+    assert "--tf_" not in done.stdout and "--helpfull" in done.stdout  # TF's flags stay in --helpfull
+
+
+def test_a_bad_flag_is_a_usage_error_naming_it():
+    done = _run([os.path.join(BIN, "crnn-prepare-fsdd"), "--fsdd_dir=/nowhere", "--output_dir=/tmp/x",
+                 "--test_speakers=a", "--no_such_flag=1"])
+    assert done.returncode != 0 and "no_such_flag" in done.stderr
