@@ -22,7 +22,7 @@ flags.DEFINE_string("export_base", None, "Base directory; the export goes to EXP
 flags.DEFINE_string("model_name", "crnn", "Served model name (directory under --export_base).")
 flags.DEFINE_integer("version", None, "Version number (default: one more than the newest existing).")
 flags.DEFINE_float("prior_scale", 1.0, "Scale of the log priors subtracted from the log posteriors.")
-flags.DEFINE_float("prior_floor", 1e-8, "Relative floor of the priors (crnn_tf.hmm.priors.log_priors).")
+flags.DEFINE_float("prior_floor", 1e-8, "Relative floor of the priors (crnn_tf.data.priors.log_priors).")
 flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of the network's matrix products.")
 flags.DEFINE_list("signatures", ["serving_default", "waveform", "stream_step"], "Signatures to export.")
 flags.DEFINE_string("cmvn_stats", None, "Global CMVN statistics (.npy, [2, num_bands+1]) for cmvn='global'.")

@@ -7,7 +7,7 @@ optional ``SIL`` between words where the synthesiser paused).
 """
 from __future__ import annotations
 
-import dataclasses
+from crnn_tf.data.phone_times import Segment
 
 SIL = "SIL"
 
@@ -54,15 +54,6 @@ def espeak_to_arpabet(mnemonic: str) -> str | None:
 def flite_to_arpabet(phone: str) -> str:
     """Maps a flite phone (lower-case ARPAbet, ``pau``) to the corpus phone set. Example: ``"ax" -> "AH"``."""
     return FLITE_TO_ARPABET.get(phone, phone.upper())
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """A phone with its time span in seconds."""
-
-    phone: str
-    start: float
-    end: float
 
 
 def align_to_lexicon(segments: list[Segment], reference: list[str]) -> list[Segment]:

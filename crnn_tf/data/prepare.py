@@ -237,7 +237,7 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
 
     prior_file = None
     if labels is not None:
-        from crnn_tf.hmm.priors import count_pdfs
+        from crnn_tf.data.priors import count_pdfs
 
         counts = count_pdfs((labels[utt][:kept[utt]] for utt in order), num_targets)
         prior_file = "prior_counts.npy"

@@ -48,7 +48,7 @@ class ExportMetadata:
       prior_scale: the scale of the log priors subtracted from log posteriors. Default 1.0.
       log_priors: list of per-senone log priors, or None (no priors: log_likelihoods == log_posteriors).
       prior_counts: optional list of the pdf counts the priors came from.
-      prior_floor: the floor used by `crnn_tf.hmm.priors.log_priors`. Default None.
+      prior_floor: the floor used by `crnn_tf.data.priors.log_priors`. Default None.
       feature_config: `FeatureConfig.to_dict()` or None (then there is no `waveform` signature).
       model_spec: the model spec string, or None.
       manifest_hash: the training data manifest's fingerprint, or None.
@@ -114,7 +114,7 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
       export_base: the model base path (TF Serving's `--model_base_path` parent).
       model_name: the directory (and served model) name.
       version: int or None (default: next free integer).
-      log_prior: float [senones] log priors (`crnn_tf.hmm.priors.log_priors`) or None (no prior subtraction).
+      log_prior: float [senones] log priors (`crnn_tf.data.priors.log_priors`) or None (no prior subtraction).
       prior_scale: float, scale of the log priors. Default 1.0.
       label_delay: int, the training label delay. Default 0.
       feature_config: `FeatureConfig` or None; the `waveform` signature needs it.

@@ -16,7 +16,7 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
       export_base, model_name, version: where to write; version None = one more than the newest.
       which: "best" (best dev frame accuracy) or "latest" checkpoint. Default "best".
       prior_scale: scale of the log priors subtracted from the log posteriors. Default 1.0.
-      prior_floor: relative prior floor (`crnn_tf.hmm.priors.log_priors`). Default 1e-8.
+      prior_floor: relative prior floor (`crnn_tf.data.priors.log_priors`). Default 1e-8.
       compute_dtype: None/"float32" or "bfloat16". Default None.
       signatures: which of `ALL_SIGNATURES`. Default all.
       cmvn_stats: global CMVN statistics for a `cmvn="global"` feature config's waveform signature. Default None:
@@ -28,7 +28,7 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
     import numpy as np
 
     from crnn_tf.features import FeatureConfig
-    from crnn_tf.hmm.priors import log_priors
+    from crnn_tf.data.priors import log_priors
     from crnn_tf.train.checkpoints import (FEATURE_CONFIG_NAME, PRIOR_COUNTS_NAME, load_trained_model,
                                           read_global_cmvn_stats)
 

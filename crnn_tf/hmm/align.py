@@ -25,7 +25,7 @@ import numpy as np
 
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
 from crnn_tf.hmm import model as hmm_model
-from crnn_tf.hmm import priors as hmm_priors
+from crnn_tf.data import priors as label_priors
 from crnn_tf.hmm.features import compute_features
 from crnn_tf.hmm.gmm import DiagGmmSet
 from crnn_tf.hmm.lang import Lang
@@ -79,7 +79,7 @@ class TrainResult:
 
 def _ctm_pdf_alignment(segments, num_frames, phone_ids, tm, utt):
     """pdf ids per frame from reference phone timings: each phone's frames split equally over its HMM states."""
-    from crnn_tf.corpus.make import frame_phones
+    from crnn_tf.data.phone_times import frame_phones
 
     labels = frame_phones(segments, num_frames)
     pdfs = np.empty(num_frames, np.int32)
@@ -151,7 +151,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
     gmm = DiagGmmSet.single(tm.num_pdfs, all_frames.mean(0), all_frames.var(0))
     ctm_path = os.path.join(data_dir, "phone_times.ctm")
     if cfg.init == "timings":
-        from crnn_tf.corpus.make import read_phone_times
+        from crnn_tf.data.phone_times import read_phone_times
 
         if not os.path.exists(ctm_path):
             raise FileNotFoundError(f"init='timings' needs {ctm_path}; use init='flat' for data without timings")
@@ -355,7 +355,7 @@ def _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir):
     pdf_ali = {u: t2p[a] for u, a in ali.items()}
     write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
     write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
-    counts = hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs)
+    counts = label_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs)
     prior_path = os.path.join(out_dir, "prior_counts")
     write_prior_counts(prior_path, counts)
     return dict(model=model, ali=ali_path, pdf_ali=pdf_path, prior_counts=prior_path, tree=tree_path)
@@ -395,7 +395,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     os.makedirs(out_dir, exist_ok=True)
     pdf_path, prior_path = os.path.join(out_dir, "pdf_ali.ark"), os.path.join(out_dir, "prior_counts")
     write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
-    write_prior_counts(prior_path, hmm_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs))
+    write_prior_counts(prior_path, label_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs))
     return pdf_path, prior_path
 
 
@@ -407,7 +407,7 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
       >>> phone_agreement(ali, tm, Lang("exp/lang"), "corpus/train/phone_times.ctm")
       0.91
     """
-    from crnn_tf.corpus.make import frame_phones, read_phone_times
+    from crnn_tf.data.phone_times import frame_phones, read_phone_times
 
     times = read_phone_times(ctm_path)
     t2ph = hmm_model.tid2phone(tm)

@@ -1,7 +1,7 @@
 """Hybrid DNN-HMM decoding: network log-posteriors -> pseudo log-likelihoods -> HCLG Viterbi beam search.
 
 Like Kaldi nnet1's ``nnet-forward --class-frame-counts | latgen-faster-mapped``: pseudo log-likelihood =
-log posterior - prior_scale * log prior (priors floored as nnet1 does, `crnn_tf.hmm.priors.log_priors`), then
+log posterior - prior_scale * log prior (priors floored as nnet1 does, `crnn_tf.data.priors.log_priors`), then
 kaldi-hmm-gmm's LatticeFasterDecoder with a DecodableCtc over ``acoustic_scale * loglik[:, tid2pdf[1:]]`` (the matrix
 decodable maps pdf ids to transition ids, as decode-faster-mapped does).
 
@@ -27,7 +27,7 @@ import kaldifst
 import numpy as np
 
 from crnn_tf.hmm import model as hmm_model
-from crnn_tf.hmm import priors as hmm_priors
+from crnn_tf.data import priors as label_priors
 from crnn_tf.hmm.lang import read_lexicon, read_symbols
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class HybridDecoder:
         prior_counts) or an array of pdf counts: `decode` then receives log-posteriors and subtracts
         prior_scale * log prior.
       prior_scale: weight on the log prior (default 1.0).
-      prior_floor: relative floor on priors (default 1e-8, as crnn_tf.hmm.priors.log_priors).
+      prior_floor: relative floor on priors (default 1e-8, as crnn_tf.data.priors.log_priors).
       model_path: transition model file (default graph_dir/final.mdl).
       hclg, trans_model: already-loaded objects, overriding the files (used for tests and in-process graphs).
 
@@ -140,7 +140,7 @@ class HybridDecoder:
             counts = _load_counts(prior_counts)
             if len(counts) != self.num_pdfs:
                 raise ValueError(f"prior counts have {len(counts)} pdfs but {self.model_path} has {self.num_pdfs}")
-            self.log_priors = hmm_priors.log_priors(counts, floor=prior_floor)
+            self.log_priors = label_priors.log_priors(counts, floor=prior_floor)
         config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
         self._decoder = khg.LatticeFasterDecoder(self.hclg, config)
 

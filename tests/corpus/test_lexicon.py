@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from crnn_tf.corpus.lexicon import DIGITS, SIL, Segment, align_to_lexicon, espeak_to_arpabet, flite_to_arpabet
-from crnn_tf.corpus.make import frame_phones, resample, split_voices
+from crnn_tf.corpus.make import resample, split_voices
+from crnn_tf.data.phone_times import frame_phones
 
 
 def test_espeak_and_flite_mapping():

@@ -30,7 +30,7 @@ def feature_config():
 
 
 def log_prior():
-    from crnn_tf.hmm.priors import log_priors
+    from crnn_tf.data.priors import log_priors
 
     return log_priors(np.arange(1, NUM_TARGETS + 1, dtype=np.float64) ** 2, 1e-8)
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, write_matrices
-from crnn_tf.hmm.priors import log_priors
+from crnn_tf.data.priors import log_priors
 from crnn_tf.hmm.align import read_prior_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
