@@ -69,6 +69,8 @@ flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "
                                       "0.2"],
                   "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); every "
                   "test set is decoded with the one best on dev.")
+flags.DEFINE_list("word_insertion_penalties", ["0", "0.5", "1", "2"],
+                  "Word insertion penalties tried on dev with every acoustic scale (as Kaldi's score.sh does).")
 flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
 flags.DEFINE_integer("decode_workers", 2, "Concurrent recognition requests to the server.")
 flags.DEFINE_integer("stage", 0, "First stage to run (0 data … 6 report); earlier stages must have finished.")
@@ -146,9 +148,15 @@ def data_stage(work: pathlib.Path) -> dict:
     train += [os.path.abspath(d) for d in FLAGS.extra_train]
     for item in FLAGS.test_sets:
         name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise app.UsageError(f"--test_sets entry {item!r} is not NAME=DIR")
+        if not sep or not name or not path or name in tests:
+            raise app.UsageError(f"--test_sets entry {item!r} is not NAME=DIR with a new NAME")
         tests[name] = os.path.abspath(path)
+    # Decoder settings are tuned on the dev set of each test set's own domain (held-out synthetic voices for the
+    # synthetic test, held-out takes of the training speakers for FSDD), on all dev data for the others.
+    devs = {"synthetic": dev[0]} if FLAGS.num_utterances > 0 else {}
+    if FLAGS.fsdd and "dev" in fsdd["splits"]:
+        devs["fsdd"] = fsdd["splits"]["dev"]
+    tuning = {name: name if name in devs else "all" for name in tests}
     if not train or not dev:
         raise app.UsageError("no training or no dev data: give --num_utterances > 0, or --fsdd with training "
                              "speakers and --fsdd_dev_takes")
@@ -156,6 +164,7 @@ def data_stage(work: pathlib.Path) -> dict:
     train_dir = combine_data_dirs(train, str(work / "data" / "train"))
     dev_dir = combine_data_dirs(dev, str(work / "data" / "dev"))
     return {"train": train_dir.path, "dev": dev_dir.path, "synthetic_train": synthetic_train, "tests": tests,
+            "devs": devs or {"all": dev_dir.path}, "tuning": tuning,
             "dict": str(work / "dict"), "sources": {"train": train, "dev": dev}, "info": info,
             "counts": {"train": len(train_dir.utterances), "dev": len(dev_dir.utterances)}}
 
@@ -249,26 +258,56 @@ def _speaker_stats(data_dir: str, config) -> dict:
             for spk, utts in data.spk2utt.items()}
 
 
-def _score_sets(sets: dict, decode) -> dict:
-    """Best acoustic scale on dev, then every test set with it: `{set: {wer, errors, words, interval, cer, …}}`."""
+def decoding_graph(hmm: dict, penalty: float) -> str:
+    """The digit-loop HCLG with `penalty` on every word (built once, beside the model's graph)."""
+    import shutil
+
+    from crnn_tf.hmm import graph as hmm_graph
+    from crnn_tf.hmm import lang as hmm_lang
+
+    if penalty == 0:
+        return hmm["graph"]
+    root = pathlib.Path(hmm["graph"]).parent / "graphs" / f"wip{penalty:g}"
+    if not (root / "graph" / "HCLG.fst").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(hmm["lang"], root / "lang")
+        hmm_lang.make_word_loop_grammar(str(root / "lang"), word_insertion_penalty=penalty)
+        hmm_graph.make_hclg(str(root / "lang"), hmm["model"], str(root / "graph"))
+    return str(root / "graph")
+
+
+def _score_sets(data: dict, decode) -> dict:
+    """Tunes acoustic scale and word insertion penalty on each dev set, then decodes each test set with its own
+    dev set's choice. `decode(set_names, scale, penalty)` returns (refs, hyps) over those sets.
+
+    Returns:
+      `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty, …}}`.
+    """
     from crnn_tf.hmm.scoring import score
 
-    def result(name, scale):
-        refs, hyps = decode(name, scale)
+    def result(names, scale, penalty):
+        refs, hyps = decode(names, scale, penalty)
         wer, cer = score(refs, hyps, "WER"), score(refs, hyps, "CER")
         low, high = wer.interval()
         return {"wer": wer.rate, "errors": wer.errors, "words": wer.ref_len, "interval": [low, high],
                 "cer": cer.rate, "cer_errors": cer.errors, "utterances": len(refs), "acoustic_scale": scale,
-                "summary": wer.summary()}
+                "word_insertion_penalty": penalty, "summary": wer.summary()}
 
-    sweep = [result("dev", float(scale)) for scale in FLAGS.acoustic_scales]
-    fewest = min(r["errors"] for r in sweep)
-    tied = [r for r in sweep if r["errors"] == fewest]
-    best = tied[len(tied) // 2]  # the middle of a plateau of equally good scales, not its edge
-    out = {"dev": best, "dev_sweep": {str(r["acoustic_scale"]): r["errors"] for r in sweep}}
-    for name in sets:
-        if name != "dev":
-            out[name] = result(name, best["acoustic_scale"])
+    out, chosen = {}, {}
+    scales = [float(x) for x in FLAGS.acoustic_scales]
+    for dev in sorted(set(data["tuning"].values()) | set(data["devs"])):
+        names = [f"dev_{d}" for d in data["devs"]] if dev == "all" and "all" not in data["devs"] else [f"dev_{dev}"]
+        best = None
+        for penalty in (float(x) for x in FLAGS.word_insertion_penalties):
+            sweep = [result(names, scale, penalty) for scale in scales]
+            fewest = min(r["errors"] for r in sweep)
+            tied = [r for r in sweep if r["errors"] == fewest]
+            pick = tied[len(tied) // 2]  # the middle of a plateau of equally good scales, not its edge
+            if best is None or pick["errors"] < best["errors"]:
+                best = pick
+        out[f"dev_{dev}"], chosen[dev] = best, (best["acoustic_scale"], best["word_insertion_penalty"])
+    for test, dev in data["tuning"].items():
+        out[test] = result([test], *chosen[dev])
     return out
 
 
@@ -278,7 +317,7 @@ def _references(data_dir: str) -> dict:
     return {utt: text.split() for utt, text in read_text_table(os.path.join(data_dir, "text")).items()}
 
 
-def decode_stage(work: pathlib.Path, name: str, hmm: dict, sets: dict) -> dict:
+def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
     """Serves the export, scores dev and every test set through gRPC (waveform signature), decodes and scores."""
     import grpc
     import numpy as np
@@ -287,10 +326,10 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, sets: dict) -> dict:
     from crnn_tf.data.datadir import DataDir
     from crnn_tf.export.saved_model import read_metadata
     from crnn_tf.features import FeatureConfig
-    from crnn_tf.hmm.decoder import HybridDecoder
     from serving.recognize import remote_log_likelihoods
     from serving.server import Server
 
+    sets = decoding_sets(data)
     version_dir = work / "export" / name / "1"
     config = FeatureConfig.from_dict(read_metadata(str(version_dir)).feature_config)
     server = Server(str(work / "export" / name), name, rest_port=-1, grpc_port=0, poll_seconds=0)
@@ -299,18 +338,18 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, sets: dict) -> dict:
     logliks, audio_seconds, start = {}, 0.0, time.time()
     try:
         for set_name, data_dir in sets.items():
-            data = DataDir.load(data_dir)
+            recordings = DataDir.load(data_dir)
             stats = _speaker_stats(data_dir, config) if config.cmvn == "speaker" else {}
 
             def recognise(utt):
-                samples = np.asarray(data.load_audio(utt, config.sample_rate), np.float32).reshape(-1)
+                samples = np.asarray(recordings.load_audio(utt, config.sample_rate), np.float32).reshape(-1)
                 inputs = {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)}
                 if stats:
-                    inputs["cmvn_stats"] = stats[data.utt2spk[utt]][None]
+                    inputs["cmvn_stats"] = stats[recordings.utt2spk[utt]][None]
                 loglik = remote_log_likelihoods(stub, name, None, "waveform", inputs, timeout=120)
                 return samples.size / config.sample_rate, loglik
 
-            utts = data.utterances
+            utts = recordings.utterances
             with concurrent.futures.ThreadPoolExecutor(FLAGS.decode_workers) as pool:
                 scored = list(pool.map(recognise, utts))
             audio_seconds += sum(seconds for seconds, _ in scored)
@@ -320,30 +359,39 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, sets: dict) -> dict:
         server.stop()
     scoring_seconds = time.time() - start
 
-    def decode(set_name, scale):
-        decoder = HybridDecoder(hmm["graph"], acoustic_scale=scale)
-        hyps = {utt: decoder.decode(loglik, utt=utt).words for utt, loglik in logliks[set_name].items()}
-        return _references(sets[set_name]), hyps
-
-    results = _score_sets(sets, decode)
+    results = _score_sets(data, _decoder_over(hmm, sets, logliks))
     results["scoring_real_time_factor"] = scoring_seconds / max(audio_seconds, 1e-9)
     return results
 
 
-def gmm_decode_stage(hmm: dict, sets: dict) -> dict:
-    """The GMM-HMM that labelled the frames, decoded with the same graph and scale selection (the baseline)."""
-    from crnn_tf.hmm.align import read_gmm_model
+def decoding_sets(data: dict) -> dict:
+    """`{set name: data dir}`: every dev set as `dev_<name>`, then the test sets."""
+    return {**{f"dev_{name}": path for name, path in data["devs"].items()}, **data["tests"]}
+
+
+def _decoder_over(hmm: dict, sets: dict, logliks: dict):
+    """`decode(set_names, scale, penalty) -> (refs, hyps)` over already scored utterances."""
     from crnn_tf.hmm.decoder import HybridDecoder
+
+    def decode(names, scale, penalty):
+        decoder = HybridDecoder(decoding_graph(hmm, penalty), acoustic_scale=scale)
+        refs, hyps = {}, {}
+        for name in names:
+            refs.update(_references(sets[name]))
+            hyps.update({utt: decoder.decode(x, utt=utt).words for utt, x in logliks[name].items()})
+        return refs, hyps
+    return decode
+
+
+def gmm_decode_stage(hmm: dict, data: dict) -> dict:
+    """The GMM-HMM that labelled the frames, decoded with the same graphs and tuning (the baseline)."""
+    from crnn_tf.hmm.align import read_gmm_model
     from crnn_tf.hmm.features import compute_features
 
     _, gmm = read_gmm_model(hmm["model"])
+    sets = decoding_sets(data)
     logliks = {name: {u: gmm.loglik(f) for u, f in compute_features(path).items()} for name, path in sets.items()}
-
-    def decode(set_name, scale):
-        decoder = HybridDecoder(hmm["graph"], acoustic_scale=scale)
-        return _references(sets[set_name]), {u: decoder.decode(x, utt=u).words for u, x in logliks[set_name].items()}
-
-    return _score_sets(sets, decode)
+    return _score_sets(data, _decoder_over(hmm, sets, logliks))
 
 
 def _count_params(work: pathlib.Path, name: str) -> int:
@@ -367,7 +415,7 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
     if not recipe.wanted("features"):
         return None
     features = recipe.run_stage("features", features_stage, work, data, hmm)
-    sets = {"dev": data["dev"], **data["tests"]}
+    sets = [*(f"dev_{name}" for name in sorted(set(data["tuning"].values()) | set(data["devs"]))), *data["tests"]]
     rows, curves = [], {}
     for name, spec in nets.items():
         if recipe.wanted("train"):
@@ -375,7 +423,7 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
         if recipe.wanted("export"):
             recipe.run_stage(f"export_{name}", export_stage, work, name)
         if recipe.wanted("decode"):
-            decoded = recipe.run_stage(f"decode_{name}", decode_stage, work, name, hmm, sets)
+            decoded = recipe.run_stage(f"decode_{name}", decode_stage, work, name, hmm, data)
             curves[name] = read_metrics(str(work / "models" / name / "metrics.jsonl"))
             rows.append({"net": name, "spec": spec, "params": _count_params(work, name),
                          "dev_frame_accuracy": max(r.get("dev_frame_accuracy", 0.0) for r in curves[name]),
@@ -383,7 +431,7 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                          "scoring_rtf": decoded["scoring_real_time_factor"]})
     if not recipe.wanted("decode"):
         return None
-    gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, hmm, sets)
+    gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, hmm, data)
     rows.append({"net": "GMM-HMM", "spec": f"monophone, {FLAGS.max_gauss} Gaussians, MFCC+Δ+ΔΔ", "params": None,
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
     if not recipe.wanted("report"):
@@ -395,9 +443,11 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
              f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {FLAGS.cmvn} CMVN"
              f"{' with variances' if FLAGS.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, lr "
              f"{FLAGS.lr_initial} → {FLAGS.lr_final}, augmentation {json.dumps(augment.to_dict())}. Audio scored "
-             f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop at the acoustic "
-             f"scale best on dev (tried {', '.join(FLAGS.acoustic_scales)}); every test set is decoded with that "
-             f"scale. WER cells: rate, [errors / words], 95 % bootstrap interval over utterances. "
+             f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop; acoustic scale "
+             f"(tried {', '.join(FLAGS.acoustic_scales)}) and word insertion penalty (tried "
+             f"{', '.join(FLAGS.word_insertion_penalties)}) chosen on the dev set of each test set's domain "
+             f"({json.dumps(data['tuning'])}), never on test. WER cells: rate, [errors / words], 95 % bootstrap "
+             f"interval over utterances, @ acoustic scale / penalty. "
              f"Total {time.time() - start:.0f} s.\n")
     table = write_report(FLAGS.report_dir, rows, curves, list(sets), notes)
     print("\n" + table + "\n\n" + notes)

@@ -9,18 +9,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def _wer_cell(result):
     low, high = result["interval"]
-    return f"{result['wer']:.2f} [{result['errors']}/{result['words']}] ({low:.1f}–{high:.1f})"
+    return (f"{result['wer']:.2f} [{result['errors']}/{result['words']}] ({low:.1f}–{high:.1f}) "
+            f"@{result['acoustic_scale']:g}/{result['word_insertion_penalty']:g}")
 
 
 def markdown_table(rows, sets):
-    """Rows → the paper-style table: net, #Params, dev frame accuracy, acoustic scale, then one WER cell per set
-    (rate, [errors / words], 95 % bootstrap interval) — `sets` in order, dev first."""
-    header = ["net", "spec", "#Params", "dev frame acc. (%)", "ac. scale"] + [f"{name} WER (%)" for name in sets]
+    """Rows → the paper-style table: net, #Params, dev frame accuracy, then one WER cell per set (rate,
+    [errors / words], 95 % bootstrap interval, @ acoustic scale / word insertion penalty) — `sets` in order."""
+    header = ["net", "spec", "#Params", "dev frame acc. (%)"] + [f"{name} WER (%)" for name in sets]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in rows:
         params = "–" if row["params"] is None else f"{row['params'] / 1e6:.2f}M"
         accuracy = "–" if row["dev_frame_accuracy"] is None else f"{100 * row['dev_frame_accuracy']:.1f}"
-        cells = [row["net"], f"`{row['spec']}`", params, accuracy, f"{row['results']['dev']['acoustic_scale']:g}"]
+        cells = [row["net"], f"`{row['spec']}`", params, accuracy]
         lines.append("| " + " | ".join(cells + [_wer_cell(row["results"][name]) for name in sets]) + " |")
     return "\n".join(lines)
 

@@ -258,7 +258,8 @@ def make_grammar(lang_dir: str, arpa_path: str) -> kaldifst.StdVectorFst:
     return g
 
 
-def make_word_loop_grammar(lang_dir: str, words: list[str] | None = None) -> kaldifst.StdVectorFst:
+def make_word_loop_grammar(lang_dir: str, words: list[str] | None = None, *,
+                           word_insertion_penalty: float = 0.0) -> kaldifst.StdVectorFst:
     """Writes lang_dir/G.fst as a word loop: any sequence of ≥ 1 of `words`, each equally likely.
 
     What Kaldi's digit recipes decode with (a unigram over the vocabulary): no utterance length or word order is
@@ -267,6 +268,8 @@ def make_word_loop_grammar(lang_dir: str, words: list[str] | None = None) -> kal
     Args:
       lang_dir: from `prepare_lang`.
       words: the loop's words; default every word of words.txt except <eps>, the OOV word, #0, <s> and </s>.
+      word_insertion_penalty: extra cost (−log probability) on every word; Kaldi's score.sh sweeps the same
+        penalty. Default 0.
 
     Raises:
       ValueError: a word not in words.txt, or an empty word list.
@@ -282,7 +285,8 @@ def make_word_loop_grammar(lang_dir: str, words: list[str] | None = None) -> kal
     if not words:
         raise ValueError("a word loop needs at least one word")
     cost = math.log(len(words) + 1)  # each word, and stopping, with probability 1 / (N + 1)
-    lines = [f"0 1 {ids[w]} {ids[w]} {cost}" for w in words] + [f"1 1 {ids[w]} {ids[w]} {cost}" for w in words]
+    word_cost = cost + word_insertion_penalty
+    lines = [f"{state} 1 {ids[w]} {ids[w]} {word_cost}" for state in (0, 1) for w in words]
     lines.append(f"1 {cost}")
     g = kaldifst.compile("\n".join(lines) + "\n", acceptor=False)
     kaldifst.arcsort(g, sort_type="ilabel")

@@ -27,7 +27,7 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert {f"decode_{net}" for net in ("FFNN", "LSTMP", "CLSTM", "GMM")} <= set(stages)
 
     results = json.loads((report / "results.json").read_text())
-    assert results["sets"] == ["dev", "synthetic"]
+    assert results["sets"] == ["dev_synthetic", "synthetic"]
     rows = results["rows"]
     assert [row["net"] for row in rows] == ["FFNN", "LSTMP", "CLSTM", "GMM-HMM"]
     for row in rows[:3]:

@@ -66,5 +66,7 @@ def test_word_loop_grammar_accepts_any_digit_string_at_equal_cost(tiny_lang, tmp
     default = make_word_loop_grammar(lang_dir)  # every real word: no <UNK>, #0, <s>, </s>
     labels = {a.ilabel for a in kaldifst.ArcIterator(default, 1)}
     assert labels == {i for w, i in words.items() if w not in ("<eps>", "<UNK>", "#0", "<s>", "</s>")}
+    g = make_word_loop_grammar(lang_dir, ["ONE", "TWO", "SEVEN"], word_insertion_penalty=1.5)
+    assert cost(["TWO", "ONE"]) == pytest.approx(3 * unit + 2 * 1.5)
     with pytest.raises(ValueError, match="not in"):
         make_word_loop_grammar(lang_dir, ["ELEVEN"])
