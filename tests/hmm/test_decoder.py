@@ -135,3 +135,27 @@ def test_binary_kaldi_model_decodes_like_the_text_one(tiny_alignment, decoder, t
         x = _oracle(pdf[utt], decoder.num_pdfs)
         a, b = decoder.decode(x, utt), binary.decode(x, utt)
         assert a.words == b.words and np.array_equal(a.alignment, b.alignment)
+
+
+def test_likelihood_is_the_scaled_acoustic_score_of_the_path_plus_its_graph_score(tiny_alignment):
+    """Decoding the same scores at two acoustic scales finds the same path; the likelihoods differ by exactly the
+    scale difference times the path's acoustic log-likelihood, computed here from the posteriors and priors."""
+    from crnn_tf.hmm.align import read_prior_counts
+
+    counts = read_prior_counts(tiny_alignment.prior_counts)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    utt = sorted(pdf)[3]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(len(pdf[utt]), len(counts))).astype(np.float32)
+    logits[np.arange(len(pdf[utt])), pdf[utt]] += 8.0  # the reference path stays best at both scales
+    log_post = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    results = []
+    for scale in (0.1, 0.25):
+        dec = HybridDecoder(tiny_alignment.graph_dir, prior_counts=counts, prior_scale=0.5, acoustic_scale=scale)
+        results.append(dec.decode(log_post, utt))
+    first, second = results
+    np.testing.assert_array_equal(first.alignment, second.alignment)
+    t2p = M.tid2pdf(dec.trans_model)
+    loglik = log_post - 0.5 * np.log(np.maximum(counts / counts.sum(), 1e-8))  # the hybrid rule, written out
+    acoustic = float(loglik[np.arange(len(first.alignment)), t2p[first.alignment]].sum())
+    assert second.likelihood - first.likelihood == pytest.approx((0.25 - 0.1) * acoustic, rel=1e-4, abs=1e-2)

@@ -22,6 +22,8 @@ CASES = {
     "peepholes_projection_masked": (True, PROJ, None, None, True),
     "clipped_masked": (True, PROJ, 0.4, 0.25, True),
     "cell_clip_only": (True, None, 0.3, None, False),
+    # A projection clip well under the unclipped |r| (0.13 at most in "clipped_masked"), so it engages often.
+    "projection_clip_engaged": (True, PROJ, None, 0.04, True),
 }
 
 
@@ -320,3 +322,16 @@ def test_bad_initial_state_and_rank():
         layer(np.zeros((1, 3, 2), np.float32), initial_state=[np.zeros((1, 4), np.float32)])
     with pytest.raises(ValueError, match="ndim"):
         PeepholeLSTMP(4)(np.zeros((3, 2), np.float32))
+
+
+def test_projection_clip_engages_in_its_case():
+    clipped = _run_ours("projection_clip_engaged")
+    use_peepholes, proj, _, _, _ = CASES["projection_clip_engaged"]
+    layer = PeepholeLSTMP(UNITS, projection_units=proj, use_peepholes=use_peepholes, return_state=True)
+    layer.build((None, None, INPUT_DIM))
+    arrays = _case_arrays("projection_clip_engaged")
+    layer.set_weights([arrays[k] for k in WEIGHT_NAMES if k in arrays])
+    free, _, _ = layer(arrays["x"], mask=tf.sequence_mask(arrays["lengths"], FRAMES))
+    assert np.mean(np.abs(free.numpy()) > 0.04) > 0.2  # the clip is active on many outputs
+    assert np.abs(clipped["y"]).max() <= 0.04 + 1e-7
+    assert np.abs(clipped["d_projection_kernel"]).sum() > 0  # gradient flows through the unclipped outputs
