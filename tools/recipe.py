@@ -64,6 +64,10 @@ flags.DEFINE_enum("cmvn", "speaker", ["utterance", "speaker", "global", "none"],
                   "Feature normalisation. speaker: Kaldi's per-speaker cmvn.scp (the served waveform signature takes "
                   "each request's speaker stats); utterance hurts on short, trimmed recordings.")
 flags.DEFINE_bool("norm_vars", True, "Normalise variances too (apply-cmvn --norm-vars).")
+flags.DEFINE_float("low_freq", 20.0, "Lowest mel-filter edge in Hz (300 keeps the features inside the telephone band "
+                   "the synthetic corpus is limited to).")
+flags.DEFINE_float("high_freq", 0.0, "Highest mel-filter edge in Hz; ≤ 0 means Nyquist + high_freq (-600 at 8 kHz "
+                   "gives 3400).")
 common_flags.define_augment_flags(None)
 flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
                                       "0.2"],
@@ -219,7 +223,8 @@ def features_stage(work: pathlib.Path, data: dict, hmm: dict) -> dict:
     from crnn_tf.data.prepare import prepare_data_dir
     from crnn_tf.features import FeatureConfig
 
-    config = FeatureConfig(sample_rate=FLAGS.sample_rate, cmvn=FLAGS.cmvn, norm_vars=FLAGS.norm_vars)
+    config = FeatureConfig(sample_rate=FLAGS.sample_rate, cmvn=FLAGS.cmvn, norm_vars=FLAGS.norm_vars,
+                           low_freq=FLAGS.low_freq, high_freq=FLAGS.high_freq)
     mode = "audio" if common_flags.augment_from_flags().changes_waveform else "features"
     train = prepare_data_dir(data["train"], str(work / "prepared" / "train"), alignments=hmm["pdf_ali"],
                              config=config, num_targets=hmm["num_pdfs"], mode=mode, progress=False)

@@ -82,3 +82,37 @@ def test_keras_fit_example_runs(corpus, tmp_path):
     assert os.path.exists(output)
     accuracy = history.history["val_frame_accuracy"]
     assert accuracy[-1] > 0.45 and history.history["loss"][-1] < history.history["loss"][0]
+
+
+def _weights(model):
+    return [v.numpy().copy() for v in model.trainable_variables]
+
+
+def test_gradient_is_clipped_to_its_global_norm(corpus, tmp_path):
+    """Plain SGD at a constant rate: one step moves the weights by exactly lr · min(‖g‖, clip_norm)."""
+    from crnn_tf.train.loop import Trainer
+
+    moved = {}
+    for clip in (1e-3, 0.0):
+        config = _config(corpus, tmp_path / f"clip{clip}", optimizer="sgd", momentum=0.0, lr_initial=0.1,
+                         lr_final=0.1, clip_norm=clip, steps=1, epochs=1)
+        trainer = Trainer(config)
+        before = _weights(trainer.model)
+        trainer.run()
+        after = _weights(trainer.model)
+        moved[clip] = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(after, before))) / 0.1
+    assert moved[1e-3] == pytest.approx(1e-3, rel=1e-3)
+    assert moved[0.0] > 10 * 1e-3  # unclipped, the same step is far larger
+
+
+def test_optimizer_reads_the_exponential_schedule_at_the_current_step(corpus, tmp_path):
+    from crnn_tf.train.loop import Trainer
+
+    config = _config(corpus, tmp_path / "lr", optimizer="sgd", lr_initial=0.2, lr_final=0.002, epochs=2)
+    trainer = Trainer(config)
+    total = trainer.config.total_steps
+    assert total == 50
+    for step in (0, 1, total - 1, total, total + 5):
+        trainer.state.step.assign(step)
+        want = 0.2 * (0.002 / 0.2) ** (min(step, total) / total)  # written out: lr0 · (lr1 / lr0) ^ (t / T)
+        assert float(trainer.optimizer.learning_rate) == pytest.approx(want, rel=1e-5), step
