@@ -24,7 +24,7 @@ def main(argv):
     from crnn_tf.data.kaldi_io import read_text_table
     from crnn_tf.hmm.align import align_data_dir, read_gmm_model
     from crnn_tf.hmm.decoder import HybridDecoder
-    from crnn_tf.hmm.features import compute_features
+    from crnn_tf.hmm.features import compute_mfcc
     from crnn_tf.hmm.scoring import score
 
     corpus, exp = os.path.join(FLAGS.work_dir, "corpus"), os.path.join(FLAGS.work_dir, "exp")
@@ -34,7 +34,7 @@ def main(argv):
         align_data_dir(os.path.join(corpus, "train"), os.path.join(corpus, "dict"), exp)
     model = os.path.join(exp, "mono", "final.mdl")
     _, gmm = read_gmm_model(model)
-    feats = compute_features(os.path.join(corpus, "test"))
+    feats = compute_mfcc(os.path.join(corpus, "test"))
     scores = sorted((u, gmm.loglik(f)) for u, f in feats.items())
     audio_seconds = sum(len(x) for _, x in scores) * 0.01
     dec = HybridDecoder(os.path.join(exp, "graph"), acoustic_scale=0.083, beam=FLAGS.beam)

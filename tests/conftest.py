@@ -42,10 +42,10 @@ def tiny_alignment(tiny_corpus, tmp_path_factory):
     """
     import types
 
-    from crnn_tf.hmm.align import TrainConfig, align_data_dir
+    from crnn_tf.hmm.align import GmmTrainConfig, align_data_dir
 
     exp = tmp_path_factory.mktemp("tiny_exp")
-    cfg = TrainConfig(num_iters=8, realign_iters=(1, 2, 3, 4, 5, 6, 7), max_gauss=200, gauss_increase_iters=6)
+    cfg = GmmTrainConfig(num_iters=8, realign_iters=(1, 2, 3, 4, 5, 6, 7), max_gauss=200, gauss_increase_iters=6)
     out = align_data_dir(str(tiny_corpus / "train"), str(tiny_corpus / "dict"), str(exp), cfg)
     return types.SimpleNamespace(exp_dir=exp, lang_dir=out["lang"], graph_dir=out["graph"], model=out["model"],
                                  ali=out["ali"], pdf_ali=out["pdf_ali"], prior_counts=out["prior_counts"],

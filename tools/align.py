@@ -26,7 +26,7 @@ def main(argv):
     del argv
     import os
 
-    from crnn_tf.hmm.align import TrainConfig, align_data_dir, kaldi_alignment_to_pdfs
+    from crnn_tf.hmm.align import GmmTrainConfig, align_data_dir, kaldi_alignment_to_pdfs
 
     if FLAGS.kaldi_ali:
         if not FLAGS.kaldi_model:
@@ -37,8 +37,8 @@ def main(argv):
     if not FLAGS.data:
         raise app.UsageError("--data is required (or --kaldi_ali)")
     dict_dir = FLAGS.dict or os.path.join(os.path.dirname(os.path.abspath(FLAGS.data)), "dict")
-    cfg = TrainConfig(init=FLAGS.init, num_iters=FLAGS.num_iters, max_gauss=FLAGS.max_gauss,
-                      realign_iters=tuple(i for i in TrainConfig().realign_iters if i < FLAGS.num_iters))
+    cfg = GmmTrainConfig(init=FLAGS.init, num_iters=FLAGS.num_iters, max_gauss=FLAGS.max_gauss,
+                      realign_iters=tuple(i for i in GmmTrainConfig().realign_iters if i < FLAGS.num_iters))
     out = align_data_dir(FLAGS.data, dict_dir, FLAGS.exp, cfg, lm_order=FLAGS.lm_order)
     print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "phone_agreement",
                                           "seconds", "failed_utts")}))

@@ -38,7 +38,7 @@ def main(argv):
     from crnn_tf.data.kaldi_io import read_matrices, read_text_table, write_matrices
     from crnn_tf.hmm.align import read_gmm_model
     from crnn_tf.hmm.decoder import HybridDecoder
-    from crnn_tf.hmm.features import compute_features
+    from crnn_tf.hmm.features import compute_mfcc
     from crnn_tf.hmm.scoring import score
 
     if bool(FLAGS.scores) == bool(FLAGS.data):
@@ -52,7 +52,7 @@ def main(argv):
         if not FLAGS.gmm_model:
             raise app.UsageError("--data needs --gmm_model")
         _, gmm = read_gmm_model(FLAGS.gmm_model)
-        scores = {u: gmm.loglik(f) for u, f in compute_features(FLAGS.data).items()}
+        scores = {u: gmm.loglik(f) for u, f in compute_mfcc(FLAGS.data).items()}
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_matrices(f"ark:{os.path.join(FLAGS.out_dir, 'loglik.ark')}",
                    ((u, dec.log_likelihoods(scores[u])) for u in sorted(scores)))

@@ -174,7 +174,7 @@ def data_stage(work: pathlib.Path) -> dict:
 
 
 def _gmm_config():
-    from crnn_tf.hmm.align import TrainConfig as GmmTrainConfig
+    from crnn_tf.hmm.align import GmmTrainConfig
 
     return GmmTrainConfig(num_iters=FLAGS.gmm_iters, max_gauss=FLAGS.max_gauss,
                           realign_iters=tuple(i for i in GmmTrainConfig().realign_iters if i < FLAGS.gmm_iters),
@@ -391,11 +391,11 @@ def _decoder_over(hmm: dict, sets: dict, logliks: dict):
 def gmm_decode_stage(hmm: dict, data: dict) -> dict:
     """The GMM-HMM that labelled the frames, decoded with the same graphs and tuning (the baseline)."""
     from crnn_tf.hmm.align import read_gmm_model
-    from crnn_tf.hmm.features import compute_features
+    from crnn_tf.hmm.features import compute_mfcc
 
     _, gmm = read_gmm_model(hmm["model"])
     sets = decoding_sets(data)
-    logliks = {name: {u: gmm.loglik(f) for u, f in compute_features(path).items()} for name, path in sets.items()}
+    logliks = {name: {u: gmm.loglik(f) for u, f in compute_mfcc(path).items()} for name, path in sets.items()}
     return _score_sets(data, _decoder_over(hmm, sets, logliks))
 
 

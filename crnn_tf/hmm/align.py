@@ -26,7 +26,7 @@ import numpy as np
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.data import priors as label_priors
-from crnn_tf.hmm.features import compute_features
+from crnn_tf.hmm.features import compute_mfcc
 from crnn_tf.hmm.gmm import DiagGmmSet
 from crnn_tf.hmm.lang import Lang
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class GmmTrainConfig:
     """Monophone training options (defaults follow Kaldi's train_mono.sh, scaled down for small corpora).
 
     Attributes:
@@ -111,7 +111,7 @@ def _pdf_of(tm, phone, hmm_state):
     return table[(phone, hmm_state)]
 
 
-def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig | None = None, *,
+def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfig | None = None, *,
                init_alignment: str | None = None) -> TrainResult:
     """Trains a monophone GMM-HMM on a Kaldi data dir and writes alignments, model and prior counts.
 
@@ -119,7 +119,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
       data_dir: Kaldi data dir (wav.scp, text, utt2spk; phone_times.ctm for init="timings").
       lang_dir: from `crnn_tf.hmm.lang.prepare_lang`.
       out_dir: output directory (see module docstring).
-      config: TrainConfig (default TrainConfig()).
+      config: GmmTrainConfig (default GmmTrainConfig()).
       init_alignment: with init="timings", a pdf-id alignment ark (e.g. another model's `align_with_model` output)
         that initialises the utterances phone_times.ctm has no timings for — real recordings trained beside
         synthetic speech. Default None (every utterance needs timings).
@@ -132,7 +132,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
       >>> res.pdf_ali
       'exp/mono/pdf_ali.ark'
     """
-    cfg = config or TrainConfig()
+    cfg = config or GmmTrainConfig()
     start = time.time()
     lang = Lang(lang_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -143,7 +143,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
     t2p = hmm_model.tid2pdf(tm)
 
     texts = read_text_table(os.path.join(data_dir, "text"))
-    feats = compute_features(data_dir, sorted(texts))
+    feats = compute_mfcc(data_dir, sorted(texts))
     graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
 
     ali: dict[str, np.ndarray] = {}
@@ -182,7 +182,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: TrainConfig |
                 ali[utt] = np.asarray(tids, np.int32)
                 pdf_ali[utt] = t2p[ali[utt]]
     else:
-        raise ValueError(f"TrainConfig.init must be 'timings' or 'flat', not {cfg.init!r}")
+        raise ValueError(f"GmmTrainConfig.init must be 'timings' or 'flat', not {cfg.init!r}")
     stats = _accumulate(gmm, feats, pdf_ali)
     gmm.update(stats)
     inc = max(0, (cfg.max_gauss - gmm.num_gauss) // max(1, cfg.gauss_increase_iters))
@@ -259,7 +259,7 @@ def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
 
 
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
-                     config: TrainConfig | None = None) -> dict:
+                     config: GmmTrainConfig | None = None) -> dict:
     """Forced alignment of a data dir with an already trained GMM-HMM (Kaldi's align_si.sh).
 
     Used for held-out data (e.g. dev labels for frame accuracy) that must not train the GMM.
@@ -269,7 +269,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
       lang_dir: the lang dir the model was trained with.
       model_path: text-format final.mdl with its GMM (from `train_mono`); a `tree` file beside it is used if present.
       out_dir: where ali.ark (transition ids) and pdf_ali.ark (pdf ids) go.
-      config: TrainConfig for the aligner's beams and scales (default TrainConfig()).
+      config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig()).
 
     Returns:
       dict with ali, pdf_ali (paths), num_utterances, failed_utts, oov_count, seconds.
@@ -279,7 +279,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
       >>> out["pdf_ali"]
       'exp/dev_ali/pdf_ali.ark'
     """
-    cfg = config or TrainConfig()
+    cfg = config or GmmTrainConfig()
     start = time.time()
     lang = Lang(lang_dir)
     tm, gmm = read_gmm_model(model_path)
@@ -293,7 +293,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
         tree = hmm_model.monophone_tree(topo)
     t2p = hmm_model.tid2pdf(tm)
     texts = read_text_table(os.path.join(data_dir, "text"))
-    feats = compute_features(data_dir, sorted(texts))
+    feats = compute_mfcc(data_dir, sorted(texts))
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
@@ -422,7 +422,7 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
     return same / max(total, 1)
 
 
-def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: TrainConfig | None = None, *,
+def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainConfig | None = None, *,
                    lm_order: int = 2, lm_texts: list[str] | None = None) -> dict:
     """The whole HMM side for a data dir: lang (L, G), monophone GMM-HMM + alignment, and the decoding graph.
 
@@ -433,7 +433,7 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: TrainConf
       data_dir: training data dir.
       dict_dir: Kaldi dict dir (lexicon.txt, silence_phones.txt, optional_silence.txt, nonsilence_phones.txt).
       exp_dir: output root.
-      config: TrainConfig (default TrainConfig()).
+      config: GmmTrainConfig (default GmmTrainConfig()).
       lm_order: n-gram order of G (default 2).
       lm_texts: Kaldi text files for the LM (default: data_dir/text).
 

@@ -32,7 +32,7 @@ def mfcc(samples: np.ndarray, sample_rate: int, num_ceps: int = 13) -> np.ndarra
     return np.array([comp.get_frame(i) for i in range(comp.num_frames_ready)], dtype=np.float32).reshape(-1, num_ceps)
 
 
-def compute_features(data_dir: str, utts: list[str] | None = None) -> dict[str, np.ndarray]:
+def compute_mfcc(data_dir: str, utts: list[str] | None = None) -> dict[str, np.ndarray]:
     """MFCC + Δ + ΔΔ (39 dims) with per-speaker cepstral mean normalisation for every utterance of a data dir.
 
     Args:
@@ -41,7 +41,7 @@ def compute_features(data_dir: str, utts: list[str] | None = None) -> dict[str, 
       utts: restrict to these utterances (default all, sorted).
 
     Example:
-      >>> feats = compute_features("corpus/train"); next(iter(feats.values())).shape[1]
+      >>> feats = compute_mfcc("corpus/train"); next(iter(feats.values())).shape[1]
       39
     """
     from crnn_tf.data.datadir import DataDir  # imported here: audio decoding loads TensorFlow

@@ -43,7 +43,7 @@ def test_kaldi_alignment_input(tiny_alignment, tmp_path):
 
 
 def test_flat_start_runs(tiny_alignment, tmp_path):
-    cfg = A.TrainConfig(init="flat", num_iters=4, realign_iters=(1, 2, 3), max_gauss=100, gauss_increase_iters=3)
+    cfg = A.GmmTrainConfig(init="flat", num_iters=4, realign_iters=(1, 2, 3), max_gauss=100, gauss_increase_iters=3)
     res = A.train_mono(str(tiny_alignment.corpus / "train"), tiny_alignment.lang_dir, str(tmp_path), cfg)
     assert not res.failed_utts and os.path.exists(res.pdf_ali)
     assert res.phone_agreement > 0.5, res.phone_agreement
@@ -76,14 +76,14 @@ def test_utterances_without_timings_start_from_a_given_alignment(tiny_alignment,
     import shutil
 
     from crnn_tf.data.kaldi_io import read_int32_vectors
-    from crnn_tf.hmm.align import TrainConfig, train_mono
+    from crnn_tf.hmm.align import GmmTrainConfig, train_mono
 
     data = tmp_path / "train"
     shutil.copytree(tiny_alignment.corpus / "train", data)
     ctm = (data / "phone_times.ctm").read_text().splitlines()
     untimed = sorted({line.split()[0] for line in ctm})[::3]  # as if every third were a real recording
     (data / "phone_times.ctm").write_text("".join(f"{line}\n" for line in ctm if line.split()[0] not in untimed))
-    config = TrainConfig(num_iters=2, realign_iters=(1, 2), max_gauss=100, gauss_increase_iters=1)
+    config = GmmTrainConfig(num_iters=2, realign_iters=(1, 2), max_gauss=100, gauss_increase_iters=1)
     with pytest.raises(ValueError, match=f"utterance {untimed[0]} has no phone timings"):
         train_mono(str(data), tiny_alignment.lang_dir, str(tmp_path / "refused"), config)
     result = train_mono(str(data), tiny_alignment.lang_dir, str(tmp_path / "mono"), config,

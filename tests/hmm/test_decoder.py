@@ -9,7 +9,7 @@ from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_t
 from crnn_tf.hmm import model as M
 from crnn_tf.hmm.align import read_gmm_model
 from crnn_tf.hmm.decoder import HybridDecoder, read_graph
-from crnn_tf.hmm.features import compute_features
+from crnn_tf.hmm.features import compute_mfcc
 from crnn_tf.hmm.scoring import score
 
 
@@ -52,7 +52,7 @@ def test_word_times_follow_the_synthesiser(tiny_alignment, decoder):
 def test_gmm_likelihoods_on_unseen_voices(tiny_alignment):
     _, gmm = read_gmm_model(tiny_alignment.model)
     test = tiny_alignment.corpus / "test"
-    feats = compute_features(str(test))
+    feats = compute_mfcc(str(test))
     dec = HybridDecoder(tiny_alignment.graph_dir, acoustic_scale=0.083)  # log-likelihoods: no priors
     results = dec.decode_many([(u, gmm.loglik(f)) for u, f in sorted(feats.items())], num_workers=2)
     seq = [dec.decode(gmm.loglik(feats[u]), u) for u in sorted(feats)[:3]]
