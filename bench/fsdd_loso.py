@@ -1,4 +1,4 @@
-"""Leave-one-speaker-out over the Free Spoken Digit Dataset: six recipe runs, one per held-out speaker.
+r"""Leave-one-speaker-out over the Free Spoken Digit Dataset: six recipe runs, one per held-out speaker.
 
 Each fold trains on the other five speakers (takes 0-4 held out as dev) plus synthetic speech, tests on the held-out
 speaker, and decodes with the dev-chosen acoustic scale. Prints, per net, every fold's WER with its error count, the

@@ -1,6 +1,7 @@
 """Flag groups that several tools share, defined once here from the config dataclasses they fill."""
 import dataclasses
 import inspect
+import re
 
 from absl import flags
 
@@ -9,14 +10,61 @@ AUGMENT_PREFIX = "augment_"
 
 
 def field_docs(cls) -> dict[str, str]:
-    """`{field: help}` from a dataclass docstring's `Args:`/`Attributes:` lines (`name, other: text`)."""
-    docs = {}
+    """`{field: help}` from a dataclass docstring's `Args:`/`Attributes:` entries.
+
+    An entry is `name[, name…]: text`, continued on more deeply indented lines; `a: text. b: text` on one line is
+    two entries.
+    """
+    entries, current = [], None
     for line in (inspect.getdoc(cls) or "").splitlines():
-        names, _, text = line.strip().partition(": ")
-        if text:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if re.match(r"^[a-z_0-9]+(, [a-z_0-9]+)*: ", stripped) and (current is None or indent <= current[0]):
+            current = [indent, stripped]
+            entries.append(current)
+        elif current is not None and stripped and indent > current[0]:
+            current[1] += " " + stripped
+        elif not stripped:
+            current = None
+    docs = {}
+    for _, text in entries:
+        for part in re.split(r"(?<=\.) (?=[a-z_0-9]+(?:, [a-z_0-9]+)*: )", text):
+            names, _, help_text = part.partition(": ")
             for name in names.split(", "):
-                docs.setdefault(name, text)
+                docs.setdefault(name, help_text)
     return docs
+
+
+def define_dataclass_flags(cls, *, exclude=(), choices=None, required=()) -> list[str]:
+    """One flag per field of dataclass `cls` (same name, its default, its docstring entry as help).
+
+    Args:
+      cls: a dataclass with str/int/float/bool fields.
+      exclude: fields that get no flag (derived or nested settings).
+      choices: `{field: allowed values}` for enum flags.
+      required: fields without a default (their flag defaults to None; mark them required in `run`).
+
+    Returns:
+      The names of the flags defined, to build `cls(**{name: FLAGS[name].value …})` from.
+    """
+    docs, choices, names = field_docs(cls), choices or {}, []
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        default = None if field.name in required else field.default
+        help_text = docs.get(field.name) or f"{cls.__name__}.{field.name}"
+        if field.name in choices:
+            flags.DEFINE_enum(field.name, default, list(choices[field.name]), help_text)
+        elif field.type is bool:
+            flags.DEFINE_bool(field.name, default, help_text)
+        elif field.type is int:
+            flags.DEFINE_integer(field.name, default, help_text)
+        elif field.type is float:
+            flags.DEFINE_float(field.name, default, help_text)
+        else:
+            flags.DEFINE_string(field.name, default, help_text)
+        names.append(field.name)
+    return names
 
 
 def define_augment_flags(defaults=None) -> None:

@@ -1,4 +1,4 @@
-"""crnn-decode: hybrid decoding of network outputs (Kaldi ark) with an HCLG graph, plus WER/CER scoring.
+r"""crnn-decode: hybrid decoding of network outputs (Kaldi ark) with an HCLG graph, plus WER/CER scoring.
 
 Inputs are either an ark of [T, num_pdfs] log-posteriors (give --prior_counts) or log-likelihoods, or --data with
 --gmm_model to decode with the GMM's own likelihoods (a baseline). Outputs in --out_dir: hyp.txt (Kaldi text),

@@ -1,4 +1,4 @@
-"""crnn-export: a trained model dir → a TF Serving SavedModel `EXPORT_BASE/<model_name>/<version>/`.
+r"""crnn-export: a trained model dir → a TF Serving SavedModel `EXPORT_BASE/<model_name>/<version>/`.
 
 Example:
   crnn-export --model_dir exp/clstm --export_base /srv/models --model_name crnn --prior_scale 1.0

@@ -1,4 +1,4 @@
-"""crnn-prepare-data: a Kaldi data dir (+ alignments) → sharded TFRecords, prior counts, CMVN stats, manifest.json.
+r"""crnn-prepare-data: a Kaldi data dir (+ alignments) → sharded TFRecords, prior counts, CMVN stats, manifest.json.
 
 Example:
   crnn-prepare-data --data_dir=data/train --output_dir=prepared/train \

@@ -1,4 +1,4 @@
-"""crnn-prepare-fsdd: the Free Spoken Digit Dataset (a checkout of it) → Kaldi data dirs with speaker-disjoint splits.
+r"""crnn-prepare-fsdd: the Free Spoken Digit Dataset (a checkout of it) → Kaldi data dirs with speaker-disjoint splits.
 
 Nothing is downloaded or copied: wav.scp points at the checkout. Words and phones are the digits task's, so the data
 trains and decodes with the synthetic corpus's lexicon and graphs.

@@ -1,4 +1,4 @@
-"""crnn-recipe: the whole hybrid chain, on synthetic speech, real recordings or both, ending in a paper-style table.
+r"""crnn-recipe: the whole hybrid chain, on synthetic speech, real recordings or both, ending in a paper-style table.
 
     data (synthetic corpus: espeak-ng + flite, test voices unseen; FSDD by speaker; any Kaldi data dirs)
     → lang, monophone GMM-HMM alignment (bootstrapped on the synthetic timings, or a flat start), digit-loop HCLG

@@ -1,4 +1,4 @@
-"""The plain Keras path: `model.compile(...); model.fit(dataset)` on one host, optionally under MirroredStrategy.
+r"""The plain Keras path: `model.compile(...); model.fit(dataset)` on one host, optionally under MirroredStrategy.
 
 For users with "keras fit scripts". `crnn-train` is the full trainer (every strategy, resumable checkpoints with
 the data position, the paper's schedule, dev-based best model); this script shows that the same models and pipelines
