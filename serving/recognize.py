@@ -118,14 +118,12 @@ FLAGS = flags.FLAGS
 
 def define_flags():
     """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    common_flags.define_decoder_flags("HCLG graph dir for the decoder.")
     flags.DEFINE_string("server", "127.0.0.1:8500", "gRPC address of crnn-serve / TF Serving.")
     flags.DEFINE_string("model_name", "crnn", "Served model name.")
     flags.DEFINE_integer("model_version", None, "Model version (default: the newest).")
-    flags.DEFINE_string("graph_dir", None, "HCLG graph dir for the decoder.")
     flags.DEFINE_string("feats_rspecifier", None, "Kaldi rspecifier of feature matrices (instead of audio files).")
     flags.DEFINE_integer("sample_rate", 8000, "Sample rate audio files are resampled to (the model's).")
-    flags.DEFINE_float("acoustic_scale", 0.1, "Decoder acoustic scale.")
-    flags.DEFINE_float("beam", 13.0, "Decoder beam.")
     flags.DEFINE_float("frame_shift_ms", 10.0, "Frame shift for word times.")
     flags.DEFINE_float("timeout", 60.0, "Per-request timeout in seconds.")
     flags.DEFINE_string("cmvn_stats", None, "For a speaker-CMVN model: the speaker's Kaldi CMVN stats (.npy, "
@@ -192,13 +190,11 @@ def main(argv):
     import grpc
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from crnn_tf.hmm.decoder import HybridDecoder
-
     if not FLAGS.graph_dir:
         raise app.UsageError("--graph_dir is required")
     if not FLAGS.feats_rspecifier and len(argv) < 2:
         raise app.UsageError("give audio files or --feats_rspecifier")
-    decoder = HybridDecoder(FLAGS.graph_dir, acoustic_scale=FLAGS.acoustic_scale, beam=FLAGS.beam)
+    decoder = common_flags.decoder_from_flags()
     channel = grpc.insecure_channel(FLAGS.server, options=[("grpc.max_receive_message_length", 256 << 20),
                                                            ("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)

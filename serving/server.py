@@ -34,9 +34,7 @@ def define_flags():
     flags.DEFINE_integer("max_enqueued_batches", 256, "Most queued requests before RESOURCE_EXHAUSTED.")
     flags.DEFINE_integer("num_batch_threads", 2, "Threads running batches.")
     flags.DEFINE_integer("max_body_bytes", 64 << 20, "Largest REST body / gRPC message.")
-    flags.DEFINE_string("graph_dir", None, "HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
-    flags.DEFINE_float("acoustic_scale", 0.1, "Decoder acoustic scale (with --graph_dir).")
-    flags.DEFINE_float("beam", 13.0, "Decoder beam (with --graph_dir).")
+    common_flags.define_decoder_flags("HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
     flags.DEFINE_float("shutdown_grace_seconds", 10.0, "How long SIGTERM waits for in-flight requests.")
     flags.register_validator("model_base_path", lambda value: value is not None, "--model_base_path is required")
     # TF Serving's flag names above; these aliases match the names in the issue and docs.
@@ -109,7 +107,7 @@ def main(argv):
     if FLAGS.graph_dir:
         from serving.recognize import Recognizer
 
-        recognizer = Recognizer(FLAGS.graph_dir, acoustic_scale=FLAGS.acoustic_scale, beam=FLAGS.beam)
+        recognizer = Recognizer(decoder=common_flags.decoder_from_flags())
     batching = None
     if FLAGS.enable_batching:
         batching = dict(max_batch_size=FLAGS.max_batch_size, batch_timeout_s=FLAGS.batch_timeout_micros / 1e6,

@@ -17,18 +17,13 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("graph_dir", None,
-                    "Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
+common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
 flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
 flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
 flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
 flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
 flags.DEFINE_string("ref_text", None, "Reference Kaldi text for scoring.")
 flags.DEFINE_string("out_dir", None, "Output directory.")
-flags.DEFINE_float("acoustic_scale", 0.1, "Acoustic scale.")
-flags.DEFINE_float("beam", 13.0, "Beam.")
-flags.DEFINE_float("lattice_beam", 8.0, "Lattice beam.")
-flags.DEFINE_integer("max_active", 7000, "Max active states.")
 flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
 flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
 
@@ -37,15 +32,12 @@ def main(argv):
     del argv
     from crnn_tf.data.kaldi_io import read_matrices, read_text_table, write_matrices
     from crnn_tf.hmm.align import read_gmm_model
-    from crnn_tf.hmm.decoder import HybridDecoder
     from crnn_tf.hmm.features import compute_mfcc
     from crnn_tf.hmm.scoring import score
 
     if bool(FLAGS.scores) == bool(FLAGS.data):
         raise app.UsageError("give exactly one of --scores or --data (with --gmm_model)")
-    dec = HybridDecoder(FLAGS.graph_dir, acoustic_scale=FLAGS.acoustic_scale, beam=FLAGS.beam,
-                        lattice_beam=FLAGS.lattice_beam, max_active=FLAGS.max_active,
-                        prior_counts=FLAGS.prior_counts, prior_scale=FLAGS.prior_scale)
+    dec = common_flags.decoder_from_flags(prior_counts=FLAGS.prior_counts, prior_scale=FLAGS.prior_scale)
     if FLAGS.scores:
         scores = dict(read_matrices(FLAGS.scores))
     else:
