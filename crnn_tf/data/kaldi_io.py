@@ -6,11 +6,15 @@ model is parsed here (`read_transition_model_parts`, the project's one reader of
 kaldi-hmm-gmm's `TransitionModel` has no reader; `crnn_tf.hmm.model.read_transition_model` builds kaldi-hmm-gmm's
 object from the same parse, and its `transition_id_to_pdf_array()` is the oracle the tests compare against.
 """
+import contextlib
 import dataclasses
 import glob
+import gzip
 import io
 import os
+import shutil
 import struct
+import tempfile
 from collections.abc import Iterable, Iterator
 
 import kaldi_native_io as kio
@@ -39,16 +43,37 @@ def read_text_table(path: str) -> dict[str, str]:
 def _rspecifier(path) -> str:
     path = os.fspath(path)
     if ":" in path.split("/")[0] or path.endswith("|"):
-        return path  # already "ark:…", "scp:…" or a pipe
-    if path.endswith(".gz"):
-        return f"ark:gunzip -c {path} |"
+        return path  # already "ark:…", "scp:…" or a pipe the caller wrote
     return f"scp:{path}" if path.endswith(".scp") else f"ark:{path}"
 
 
+@contextlib.contextmanager
+def _sequential_source(path):
+    """The rspecifier to read `path` from; a `.gz` archive is decompressed in Python into a temporary file.
+
+    No shell ever sees a file name (a name like `ali.1;rm x;.gz` stays a name), and a truncated or corrupt gzip
+    file is an error naming it instead of an archive that silently ends early.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".gz") or ":" in path.split("/")[0]:
+        yield _rspecifier(path)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".ark") as plain:
+        try:
+            with gzip.open(path, "rb") as packed:
+                shutil.copyfileobj(packed, plain)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path}: cannot decompress ({error}); the file is truncated or not gzip") from error
+        plain.flush()
+        yield f"ark:{plain.name}"
+
+
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields `(key, float32 [rows, cols])` from a Kaldi table (`scp:feats.scp`, `ark:x.ark`, or a plain path)."""
-    for key, value in kio.SequentialFloatMatrixReader(_rspecifier(rspecifier)):
-        yield key, np.array(value, dtype=np.float32, copy=True)  # the reader reuses its buffer
+    """Yields `(key, float32 [rows, cols])` from a Kaldi table (`scp:feats.scp`, `ark:x.ark`, `x.ark.gz`, or a plain
+    path)."""
+    with _sequential_source(rspecifier) as source:
+        for key, value in kio.SequentialFloatMatrixReader(source):
+            yield key, np.array(value, dtype=np.float32, copy=True)  # the reader reuses its buffer
 
 
 def read_matrix_table(rspecifier: str):
@@ -81,8 +106,9 @@ def write_matrices(wspecifier: str, items: Iterable[tuple[str, np.ndarray]], dou
 
 
 def read_int32_vectors(rspecifier: str) -> dict[str, np.ndarray]:
-    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped."""
-    return {key: np.asarray(value, np.int32) for key, value in kio.SequentialInt32VectorReader(_rspecifier(rspecifier))}
+    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python)."""
+    with _sequential_source(rspecifier) as source:
+        return {key: np.asarray(value, np.int32) for key, value in kio.SequentialInt32VectorReader(source)}
 
 
 def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]) -> int:

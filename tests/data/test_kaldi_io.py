@@ -1,5 +1,6 @@
 """Kaldi tables via kaldi-native-io, and transition-id → pdf-id mapping checked against kaldi-hmm-gmm."""
 import gzip
+import os
 import shutil
 
 import kaldi_hmm_gmm as khg
@@ -69,6 +70,21 @@ def test_ali_gz_converted_to_pdfs(tmp_path):
     with pytest.raises(ValueError, match="u0.*transition id outside"):
         kaldi_io.write_int32_vectors(f"ark:{tmp_path}/bad.ark", [("u0", [10_000])])
         kaldi_io.read_alignments(str(tmp_path / "bad.ark"), str(tmp_path / "final.mdl"))
+
+
+def test_gz_names_never_reach_a_shell_and_truncation_is_an_error(tmp_path):
+    alignment = {"u1": np.arange(50, dtype=np.int32), "u2": np.arange(7, dtype=np.int32)}
+    kaldi_io.write_int32_vectors(f"ark:{tmp_path}/plain.ark", sorted(alignment.items()))
+    hostile = tmp_path / "ali.1;touch pwned;.gz"  # a shell would run `touch pwned`
+    with open(tmp_path / "plain.ark", "rb") as src, gzip.open(hostile, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    got = kaldi_io.read_int32_vectors(str(hostile))
+    assert sorted(got) == ["u1", "u2"] and got["u1"].tolist() == list(range(50))
+    assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
+    data = hostile.read_bytes()
+    (tmp_path / "cut.1.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.1\.gz: cannot decompress"):
+        kaldi_io.read_alignments(str(tmp_path / "cut.1.gz"))
 
 
 def test_not_a_model_is_named(tmp_path):
