@@ -66,7 +66,23 @@ class Signature:
         batch_sizes = {name: value.shape[0] for name, value in converted.items()}
         if len(set(batch_sizes.values())) > 1:
             raise invalid(f"inputs disagree on the batch size (dimension 0): {batch_sizes}")
+        self._check_lengths(converted)
         return converted
+
+    def _check_lengths(self, converted):
+        """`lengths` within [0, this request's own time axis], checked before the request can join a batch: in a
+        batch the graph's own check sees the batch's padded time axis, and its failure would fail every request
+        batched with this one."""
+        if "lengths" not in converted:
+            return
+        lengths = converted["lengths"]
+        times = [value.shape[1] for name, value in converted.items()
+                 if name != "lengths" and self.inputs[name].shape.rank and self.inputs[name].shape.rank >= 2
+                 and self.inputs[name].shape[1] is None]
+        if lengths.size and lengths.min() < 0:
+            raise invalid(f"lengths must be >= 0, got {int(lengths.min())}")
+        if times and lengths.size and lengths.max() > max(times):
+            raise invalid(f"lengths must not exceed the time dimension ({max(times)}), got {int(lengths.max())}")
 
     def __call__(self, inputs):
         """Runs the function on validated numpy inputs; TF argument errors become INVALID_ARGUMENT."""

@@ -217,6 +217,30 @@ def test_remote_log_likelihoods_is_what_the_decoder_gets(server):
     np.testing.assert_allclose(got, full["log_likelihoods"][0, :got.shape[0]], atol=ATOL)
 
 
+def test_a_bad_clients_lengths_never_fail_the_good_clients_batched_with_it(server):
+    """lengths are checked per request before batching: in a padded batch the graph's check would pass a too-long
+    length (the batch is longer) or fail every request of the batch (a negative one)."""
+    good = [helpers.batch([n], seed=n) for n in (3, 9, 5, 12, 8, 6)]
+    short_features = helpers.batch([4])[0]
+    bad = [(short_features, np.array([-1], np.int32)), (short_features, np.array([11], np.int32))] * 3
+
+    def call(case):
+        try:
+            return grpc_predict(server, {"features": case[0], "lengths": case[1]})[1]["log_likelihoods"]
+        except grpc.RpcError as error:
+            return error
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, [c for pair in zip(good, bad) for c in pair]))
+    for (features, lengths), got in zip(good, results[0::2]):
+        np.testing.assert_allclose(got, helpers.reference(server.model, features, lengths)["log_likelihoods"],
+                                   atol=ATOL)
+    for (_, lengths), got in zip(bad, results[1::2]):
+        assert isinstance(got, grpc.RpcError) and got.code() == grpc.StatusCode.INVALID_ARGUMENT
+        expected = "must be >= 0" if lengths[0] < 0 else "must not exceed the time dimension (4), got 11"
+        assert expected in got.details()
+
+
 def test_new_version_is_picked_up_without_restart(server):
     # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
@@ -265,3 +289,4 @@ def test_prefer_onednn_respects_an_explicit_choice(monkeypatch, preset, expected
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", preset)
     prefer_onednn()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == expected
+
