@@ -160,15 +160,17 @@ def data_stage(work: pathlib.Path) -> dict:
     devs = {"synthetic": dev[0]} if FLAGS.num_utterances > 0 else {}
     if FLAGS.fsdd and "dev" in fsdd["splits"]:
         devs["fsdd"] = fsdd["splits"]["dev"]
-    tuning = {name: name if name in devs else "all" for name in tests}
     if not train or not dev:
         raise app.UsageError("no training or no dev data: give --num_utterances > 0, or --fsdd with training "
                              "speakers and --fsdd_dev_takes")
     write_dict(str(work / "dict"), TASKS[FLAGS.task])
     train_dir = combine_data_dirs(train, str(work / "data" / "train"))
     dev_dir = combine_data_dirs(dev, str(work / "data" / "dev"))
+    devs = devs or {"all": dev_dir.path}
+    fallback = "all" if len(devs) > 1 else next(iter(devs))
+    tuning = {name: name if name in devs else fallback for name in tests}
     return {"train": train_dir.path, "dev": dev_dir.path, "synthetic_train": synthetic_train, "tests": tests,
-            "devs": devs or {"all": dev_dir.path}, "tuning": tuning,
+            "devs": devs, "tuning": tuning,
             "dict": str(work / "dict"), "sources": {"train": train, "dev": dev}, "info": info,
             "counts": {"train": len(train_dir.utterances), "dev": len(dev_dir.utterances)}}
 
