@@ -1,4 +1,5 @@
-"""Audio decoding with tensorflow-io (wav, flac, ogg/vorbis, … whatever `tfio.audio.AudioIOTensor` reads).
+"""Audio decoding: integer-PCM wav with Python's `wave`, everything else with tensorflow-io (flac, ogg/vorbis, float
+wav, … whatever `tfio.audio.AudioIOTensor` reads).
 
 Waveforms come back as float32 on the int16 scale (±32768, what Kaldi reads from a 16-bit wav), mono (channel 0),
 resampled to the requested rate. Every failure — missing, empty, truncated, corrupt or unsupported file, or a failing
@@ -75,15 +76,78 @@ def _decode_file(path: str, source: str, sample_rate: int | None) -> tuple[np.nd
     return waveform.astype(np.float32), rate
 
 
+def _riff_pcm_format(blob: bytes):
+    """(channels, rate, bytes per sample, data bytes, declared data size) of an integer-PCM RIFF/WAVE file (plain or
+    WAVE_FORMAT_EXTENSIBLE), or None for anything else."""
+    if len(blob) < 12 or blob[:4] != b"RIFF" or blob[8:12] != b"WAVE":
+        return None
+    position, fmt = 12, None
+    while position + 8 <= len(blob):
+        chunk, size = blob[position:position + 4], int.from_bytes(blob[position + 4:position + 8], "little")
+        body = blob[position + 8:position + 8 + size]
+        if chunk == b"fmt " and len(body) >= 16:
+            tag, channels, rate = (int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little"),
+                                   int.from_bytes(body[4:8], "little"))
+            bits = int.from_bytes(body[14:16], "little")
+            if tag == 0xFFFE and len(body) >= 26:  # extensible: the sub-format GUID starts with the real tag
+                tag = int.from_bytes(body[24:26], "little")
+            fmt = (channels, rate, (bits + 7) // 8) if tag == 1 else None
+            if fmt is None:
+                return None
+        elif chunk == b"data" and fmt is not None:
+            return (*fmt, body, size)
+        position += 8 + size + (size & 1)
+    return None
+
+
+def read_pcm_wav(path: str, source: str) -> tuple[np.ndarray, int] | None:
+    """Channel 0 of an integer-PCM RIFF wav (8, 16, 24 or 32 bit) on the int16 scale, with its rate; None when the
+    file is not one (float wavs, flac, … are left to tensorflow-io, which misreads 32-bit integer PCM as float).
+
+    Raises:
+      AudioDecodeError: the file is truncated or holds no samples.
+    """
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        blob = f.read()
+    fmt = _riff_pcm_format(blob)
+    if fmt is None:
+        return None
+    channels, rate, width, data, declared = fmt
+    if width not in (1, 2, 3, 4) or channels < 1:
+        return None
+    if len(data) < declared:
+        raise AudioDecodeError(source, f"file is truncated: its header promises {declared} bytes of samples, it "
+                                       f"holds {len(data)}")
+    frames = len(data) // (width * channels)
+    data = data[:frames * width * channels]
+    if width == 3:  # little-endian 24-bit: widen to int32, then sign-extend
+        raw = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+        values = (raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)) << 8 >> 8
+        samples = values.astype(np.float32) / 256.0
+    else:
+        values = np.frombuffer(data, {1: np.uint8, 2: "<i2", 4: "<i4"}[width]).astype(np.float32)
+        samples = {1: (values - 128.0) * 256.0, 2: values, 4: values / 65536.0}[width]
+    samples = samples.reshape(-1, channels)[:, 0]
+    if samples.size == 0:
+        raise AudioDecodeError(source, "file holds no samples")
+    return samples, rate
+
+
 def _decode_file_unlocked(path: str, source: str, sample_rate: int | None) -> tuple[np.ndarray, int]:
     tfio = _tfio()
     try:
-        audio = tfio.audio.AudioIOTensor(path)
-        rate = int(audio.rate)
-        samples = audio.to_tensor()
-        if samples.shape[0] == 0:
-            raise AudioDecodeError(source, "file holds no samples")
-        waveform = _to_int16_scale(samples.numpy()[:, 0], audio.dtype)
+        pcm = read_pcm_wav(path, source)
+        if pcm is not None:
+            waveform, rate = pcm
+        else:
+            audio = tfio.audio.AudioIOTensor(path)
+            rate = int(audio.rate)
+            samples = audio.to_tensor()
+            if samples.shape[0] == 0:
+                raise AudioDecodeError(source, "file holds no samples")
+            waveform = _to_int16_scale(samples.numpy()[:, 0], audio.dtype)
         if sample_rate and rate != sample_rate:
             resampled = tfio.audio.resample(tf.constant(waveform[:, None] / 32768.0), rate_in=rate,
                                             rate_out=sample_rate)

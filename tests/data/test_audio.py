@@ -1,4 +1,5 @@
-"""Audio decoding through tensorflow-io: formats, scaling, resampling, and named failures."""
+"""Audio decoding (integer-PCM wav in Python, the rest through tensorflow-io): formats, scaling, resampling, and named
+failures."""
 import subprocess
 
 import numpy as np
@@ -24,7 +25,10 @@ def test_int16_wav_keeps_int16_scale(clip):
 
 
 @pytest.mark.parametrize("args,tolerance", [(["-b", "16", "x.flac"], 0), (["-e", "floating-point", "-b", "32", "x.wav"], 1),
-                                            (["-b", "24", "x.flac"], 1)])
+                                            (["-b", "24", "x.flac"], 1), (["-b", "24", "x.wav"], 0),
+                                            (["-e", "signed-integer", "-b", "32", "x.wav"], 0),
+                                            (["-e", "unsigned-integer", "-b", "8", "x.wav"], 3 * 256),  # sox dithers
+                                            (["-c", "2", "-b", "16", "x.wav"], 0)])
 def test_other_formats_and_sample_types_decode_to_the_same_samples(clip, args, tolerance):
     root, samples, path = clip
     out = str(root / args[-1].replace("x", "_".join(args[:-1]).replace("-", "")))
