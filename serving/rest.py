@@ -121,16 +121,45 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         state = self.server.state
         with state.lock:
             state.active += 1
+        self._body_consumed = False
         try:
-            self._send(200, self._route(method))
-        except ServingError as error:
-            self._send(error.http_status, {"error": error.message})
-        except Exception as error:  # noqa: BLE001 - one bad request must not take the server down
-            log.exception("%s %s failed", method, self.path)
-            self._send(500, {"error": f"{type(error).__name__}: {error}"})
+            try:
+                payload, status = self._route(method), 200
+            except ServingError as error:
+                payload, status = {"error": error.message}, error.http_status
+            except Exception as error:  # noqa: BLE001 - one bad request must not take the server down
+                log.exception("%s %s failed", method, self.path)
+                payload, status = {"error": f"{type(error).__name__}: {error}"}, 500
+            # A request answered before its body was read (a bad path or version, an unsupported method) still
+            # has that body in the stream: drop it, or the next request on this keep-alive connection would be
+            # parsed from its bytes.
+            self._consume_body()
+            self._send(status, payload)
         finally:
             with state.lock:
                 state.active -= 1
+
+    def _content_length(self):
+        """The Content-Length as an int (None when absent); only ASCII digits count."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return None
+        if not (length.isascii() and length.isdigit()):
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"bad Content-Length {length!r}: not a number",
+                               http_status=400)
+        return int(length)
+
+    def _consume_body(self):
+        if self._body_consumed:
+            return
+        self._body_consumed = True
+        try:
+            length = self._content_length()
+        except ServingError:
+            self.close_connection = True  # where the body ends is unknown: this connection cannot go on
+            return
+        if length:
+            self._discard(length)
 
     def do_GET(self):  # noqa: N802 (http.server naming)
         self._dispatch("GET")
@@ -139,17 +168,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _read_json(self):
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        length = self._content_length()
+        if length is None:
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "a Content-Length header is required",
                                http_status=411)
-        length = int(length)
         limit = self.server.state.max_body_bytes
         if length > limit:
+            self._body_consumed = True
             self._discard(length)
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"request body of {length} bytes exceeds the limit of {limit} bytes",
                                http_status=413)
+        self._body_consumed = True
         raw = self.rfile.read(length)
         try:
             return json.loads(raw)
@@ -228,6 +258,7 @@ class RestServer(http.server.ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: 5 (the default) reset fresh connections under a burst
 
     def __init__(self, address, service, recognizer=None, max_body_bytes=64 << 20):
         super().__init__(address, _Handler)

@@ -241,6 +241,38 @@ def test_a_bad_clients_lengths_never_fail_the_good_clients_batched_with_it(serve
         assert expected in got.details()
 
 
+@pytest.mark.parametrize("method, path", [
+    ("POST", f"/v1/models/{NAME}:classify"), ("POST", f"/v1/models/{NAME}/versions/x:predict"),
+    ("POST", f"/v1/models/{NAME}"), ("POST", "/healthz"),
+])
+def test_early_answers_drop_the_body_so_keep_alive_stays_in_step(server, method, path):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
+    try:
+        body = json.dumps({"instances": [[1.0, 2.0]], "padding": "x" * 5000})
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        first = connection.getresponse()
+        first.read()
+        assert 400 <= first.status < 600
+        connection.request("GET", f"/v1/models/{NAME}")  # the same connection
+        second = connection.getresponse()
+        assert second.status == 200, second.read()[:300]
+        assert json.loads(second.read())["model_version_status"]
+    finally:
+        connection.close()
+
+
+def test_a_content_length_that_is_not_ascii_digits_is_a_400(server):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: \u0663\r\n\r\n{{}}"
+                     .encode())
+        reply = sock.recv(4096).decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 400") and "bad Content-Length" in reply
+
+
 def test_new_version_is_picked_up_without_restart(server):
     # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
