@@ -20,10 +20,12 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 OPTIMIZERS = ("sgd", "adam")
 NAN_POLICIES = ("stop", "skip")
 
-# Settings a resumed run must share with the run that wrote the model dir: they fix the graph, the data, or the
-# meaning of the optimizer slots. Everything else (epochs excepted, see `check_resumable`) may change on resume.
+# Settings a resumed run must share with the run that wrote the model dir: they fix the graph, the data, its order
+# and batching (the checkpoint's data position counts batches of one seeded order), or the meaning of the optimizer
+# slots. Everything else (epochs excepted, see `check_resumable`) may change on resume.
 _STRUCTURAL = ("model_spec", "num_bands", "num_streams", "num_targets", "context", "feature_dim", "label_delay",
-               "chunk_length", "chunk_overlap", "window", "optimizer", "train_manifest_hash", "augment")
+               "chunk_length", "chunk_overlap", "mask_overlap", "window", "chunks_per_replica", "batch_size", "seed",
+               "optimizer", "train_manifest_hash", "augment")
 
 
 @dataclasses.dataclass

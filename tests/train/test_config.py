@@ -35,6 +35,11 @@ def test_unknown_keys_and_resume_mismatch():
     with pytest.raises(ValueError, match="model_spec"):
         saved.replace(model_spec="Lstm32").check_resumable(saved)
     saved.replace(log_every=7).check_resumable(saved)  # cosmetic changes are fine
+    # Settings that move the data position a checkpoint records (batches of one seeded order) are refused too.
+    for change in ({"seed": 1}, {"chunks_per_replica": 40}, {"batch_size": 64}, {"mask_overlap": False}):
+        name = next(iter(change))
+        with pytest.raises(ValueError, match=f"{name}: .* → "):
+            saved.replace(**change).check_resumable(saved)
 
 
 def test_exponential_decay_endpoints_and_midpoint():
