@@ -49,11 +49,15 @@ def main(argv):
         global_stats = read_manifest(FLAGS.global_cmvn_from).global_cmvn_stats
         if global_stats is None:
             raise app.UsageError(f"--global_cmvn_from={FLAGS.global_cmvn_from} has no global CMVN stats")
-    manifest = prepare_data_dir(
-        FLAGS.data_dir, FLAGS.output_dir, alignments=FLAGS.alignments, transition_model=FLAGS.transition_model,
-        config=config, mode=FLAGS.mode, num_targets=FLAGS.num_targets,
-        utterances_per_shard=FLAGS.utterances_per_shard, use_feats_scp=FLAGS.use_feats_scp,
-        max_length_mismatch=FLAGS.max_length_mismatch, global_cmvn_stats=global_stats, progress=FLAGS.progress)
+    try:
+        manifest = prepare_data_dir(
+            FLAGS.data_dir, FLAGS.output_dir, alignments=FLAGS.alignments, transition_model=FLAGS.transition_model,
+            config=config, mode=FLAGS.mode, num_targets=FLAGS.num_targets,
+            utterances_per_shard=FLAGS.utterances_per_shard, use_feats_scp=FLAGS.use_feats_scp,
+            max_length_mismatch=FLAGS.max_length_mismatch, global_cmvn_stats=global_stats, progress=FLAGS.progress)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"crnn-prepare-data: {error}", file=sys.stderr)
+        sys.exit(1)
     summary = {"output_dir": FLAGS.output_dir, "utterances": manifest.num_utterances, "frames": manifest.num_frames,
                "feature_dim": manifest.feature_dim, "num_targets": manifest.num_targets,
                "shards": len(manifest.shards), "skipped": len(manifest.skipped)}

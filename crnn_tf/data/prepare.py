@@ -166,6 +166,9 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
 
     Returns:
       The written `Manifest`.
+
+    Raises:
+      ValueError: when not one utterance could be prepared (a run that keeps nothing fails, naming the reasons).
     """
     config = config or FeatureConfig()
     if mode not in ("features", "audio"):
@@ -187,6 +190,10 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
     status = _static_pass(data, output_dir, utts, labels, frontend, fingerprint, use_feats_scp,
                           max_length_mismatch, progress)
     kept = status["kept"]
+    if not kept:
+        reasons = "; ".join(item["reason"] for item in status["skipped"][:3])
+        raise ValueError(f"{data_dir}: none of its {len(utts)} utterances could be prepared (first reasons: "
+                         f"{reasons or 'the data dir lists no utterances'})")
 
     spk_stats = kaldi_io.read_cmvn_stats(f"{output_dir}/cmvn.scp")
     if use_feats_scp and config.cmvn == "speaker" and data.cmvn_scp:

@@ -147,3 +147,13 @@ def test_nan_features_from_feats_scp_are_skipped(tmp_path):
     assert sorted(records) == ["u0", "u2"] and manifest.num_targets == 0
     expected = add_deltas(apply_cmvn(feats["u2"], cmvn_stats(feats["u2"]))).numpy()
     np.testing.assert_allclose(records["u2"]["features"].numpy(), expected, atol=1e-4)
+
+
+def test_a_dir_where_every_utterance_fails_is_an_error_not_an_empty_manifest(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (tmp_path / "bad.wav").write_bytes(b"RIFF not really")
+    (data_dir / "wav.scp").write_text(f"u1 {tmp_path / 'bad.wav'}\nu2 {tmp_path / 'missing.wav'}\n")
+    (data_dir / "utt2spk").write_text("u1 s\nu2 s\n")
+    with pytest.raises(ValueError, match=r"none of its 2 utterances could be prepared \(first reasons: .*u1.*u2"):
+        prepare_data_dir(str(data_dir), str(tmp_path / "out"), progress=False)
