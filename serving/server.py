@@ -37,7 +37,7 @@ def define_flags():
     common_flags.define_decoder_flags("HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
     flags.DEFINE_float("shutdown_grace_seconds", 10.0, "How long SIGTERM waits for in-flight requests.")
     flags.register_validator("model_base_path", lambda value: value is not None, "--model_base_path is required")
-    # TF Serving's flag names above; these aliases match the names in the issue and docs.
+    # TF Serving's flag names above; these aliases are the names docs/serving.md uses.
     flags.DEFINE_alias("rest_port", "rest_api_port")
     flags.DEFINE_alias("grpc_port", "port")
 

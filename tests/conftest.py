@@ -17,7 +17,7 @@ def _fixed_seeds():
     yield
 
 
-# ---- HMM side (issue 4): a tiny synthetic corpus and its GMM-HMM alignment, shared by all test packages. ----
+# ---- HMM side: a tiny synthetic corpus and its GMM-HMM alignment, shared by all test packages. ----
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):

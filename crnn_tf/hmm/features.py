@@ -4,7 +4,7 @@ The data dir and its audio are read by `crnn_tf.data.datadir.DataDir` (wav.scp p
 utt2spk/spk2utt), the same reader the network side uses.
 
 Uses kaldi-native-fbank (Kaldi's compute-mfcc-feats arithmetic, dither 0 for determinism) and Kaldi's 25 ms / 10 ms
-snip_edges=True framing, so frame t of these features is frame t of the network features (issue 3) and of the
+snip_edges=True framing, so frame t of these features is frame t of the network features (crnn_tf.features) and of the
 alignment: ``num_frames = 1 + (num_samples - window) // shift``.
 """
 from __future__ import annotations

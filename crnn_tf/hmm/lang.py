@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-import kaldi_hmm_gmm  # noqa: F401  must be imported before kaldifst (see shared README)
+import kaldi_hmm_gmm  # noqa: F401  before kaldifst: the other order can deadlock
 import kaldifst
 
 from crnn_tf.hmm import model as hmm_model

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-import kaldi_hmm_gmm as khg  # must be imported before kaldifst (see shared README)
+import kaldi_hmm_gmm as khg  # before kaldifst: the other order can deadlock (kaldifst 1.7.x wheels)
 import _kaldi_hmm_gmm  # the extension module: TransitionModelTuple is not re-exported by kaldi_hmm_gmm
 import numpy as np
 
