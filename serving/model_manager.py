@@ -228,7 +228,7 @@ class ModelManager:
         self._lock = threading.Lock()
         self._servables = {}  # version → Servable
         self._status = {}  # version → (state, error message)
-        self._failed = set()  # versions whose load failed (not retried until they change)
+        self._failed = {}  # version → fingerprint of its files when its load failed: retried once they change
         self._stop = threading.Event()
         self._thread = None
 
@@ -259,20 +259,34 @@ class ModelManager:
         return sorted(int(p.name) for p in self.base.iterdir()
                       if p.name.isdigit() and (p / "saved_model.pb").exists())
 
+    def _fingerprint(self, version):
+        """(path, size, mtime) of every file of a version dir: what a re-copy or a completed copy changes."""
+        root = self.base / str(version)
+        return tuple(sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                            for p in root.rglob("*") if p.is_file()))
+
     def poll(self):
-        """One poll: load the newest versions not loaded yet, unload versions that fell out of the policy."""
-        wanted = [v for v in self.versions_on_disk() if v not in self._failed][-self.num_versions:]
+        """One poll: load the newest versions not loaded yet, unload versions that fell out of the policy.
+
+        A version whose load failed is skipped until its files change (a copy that was still running, or a
+        replaced directory), then tried again.
+        """
+        on_disk = self.versions_on_disk()
+        for version in [v for v in self._failed if v not in on_disk or self._fingerprint(v) != self._failed[v]]:
+            del self._failed[version]
+        wanted = [v for v in on_disk if v not in self._failed][-self.num_versions:]
         for version in wanted:
             if version in self._servables:
                 continue
             self._status[version] = ("LOADING", "")
+            fingerprint = self._fingerprint(version)
             try:
                 servable = Servable(self.name, version, self.base / str(version))
                 if self._on_load:
                     self._on_load(servable)
             except Exception as error:  # noqa: BLE001 - report, keep serving the previous version
                 log.exception("loading %s version %d failed", self.name, version)
-                self._failed.add(version)
+                self._failed[version] = fingerprint
                 self._status[version] = ("END", f"{type(error).__name__}: {error}")
                 continue
             with self._lock:

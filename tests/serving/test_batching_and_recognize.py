@@ -139,3 +139,32 @@ def test_failing_warmup_fails_the_load_and_the_previous_version_keeps_serving(tm
     assert state["2"][0] == "END" and "warm-up record 0" in state["2"][1], state
     assert message.lower() in state["2"][1].lower(), state
     assert state["1"][0] == "AVAILABLE" and manager.get(helpers.MODEL_NAME).version == 1
+
+
+def test_a_failed_version_is_retried_once_its_files_change(tmp_path):
+    """A version copied non-atomically fails to load; it is loaded once the copy is complete, without a restart,
+    and is not retried while its files stay as they were."""
+    from serving.model_manager import ModelManager
+    from tests.export import helpers
+
+    _, _, path = helpers.exported()
+    shutil.copytree(path, tmp_path / "1")
+    manager = ModelManager(tmp_path, helpers.MODEL_NAME, poll_seconds=0)
+    manager.poll()
+    shutil.copytree(path, tmp_path / "2")
+    variables = tmp_path / "2" / "variables"
+    saved = {p.name: p.read_bytes() for p in variables.iterdir()}
+    for name in saved:
+        (variables / name).write_bytes(b"")  # half-copied: the variables are not there yet
+    manager.poll()
+    assert manager.status(helpers.MODEL_NAME, 2)[0]["state"] == "END"
+    loads = []
+    manager._on_load = loads.append
+    manager.poll()
+    assert loads == []  # unchanged files: not retried
+    for name, data in saved.items():
+        (variables / name).write_bytes(data)  # the copy completes
+    manager.poll()
+    assert [s.version for s in loads] == [2]
+    assert manager.status(helpers.MODEL_NAME, 2)[0]["state"] == "AVAILABLE"
+    assert manager.get(helpers.MODEL_NAME).version == 2
