@@ -5,6 +5,7 @@ Uses the official `tensorflow_serving.apis` protos, so any TF Serving client (e.
 from concurrent import futures
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc, predict_pb2,
@@ -35,13 +36,28 @@ def _abort(context, error):
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata over a `ScoringService`."""
 
-    def __init__(self, service):
+    def __init__(self, service, max_tensor_bytes=64 << 20):
         self.service = service
+        self.max_tensor_bytes = max_tensor_bytes
+
+    def _check_declared_size(self, name, tensor):
+        """A TensorProto may declare a shape far larger than the values it carries (TF fills it with the last
+        value): refuse one whose expansion would exceed the message limit, before expanding it."""
+        sizes = [dim.size for dim in tensor.tensor_shape.dim]
+        if any(size < 0 for size in sizes):
+            raise invalid(f"input '{name}' declares a negative dimension {sizes}")
+        itemsize = tf.dtypes.as_dtype(tensor.dtype).size if tensor.dtype else 1
+        declared = itemsize * int(np.prod(sizes, dtype=np.float64))
+        if declared > self.max_tensor_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"input '{name}' declares shape {sizes}: {declared:.0f} bytes, over the limit of "
+                               f"{self.max_tensor_bytes} bytes")
 
     def Predict(self, request, context):  # noqa: N802 (gRPC naming)
         try:
             inputs = {}
             for name, tensor in request.inputs.items():
+                self._check_declared_size(name, tensor)
                 try:
                     inputs[name] = tf.make_ndarray(tensor)
                 except Exception as error:  # noqa: BLE001 - malformed TensorProto
@@ -94,7 +110,9 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
             status = response.model_version_status.add()
             status.version = int(item["version"])
             status.state = _STATE_ENUM[item["state"]]
-            status.status.CopyFrom(status_pb2.StatusProto(error_message=item["status"]["error_message"]))
+            message = item["status"]["error_message"]
+            status.status.CopyFrom(status_pb2.StatusProto(error_code=2 if message else 0,  # 2: UNKNOWN
+                                                          error_message=message))
         return response
 
 
@@ -112,7 +130,8 @@ def make_grpc_server(service, address, max_message_bytes=64 << 20, max_workers=1
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(service, max_tensor_bytes=max_message_bytes), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(service), server)
     port = server.add_insecure_port(address)
     if port == 0:

@@ -273,6 +273,23 @@ def test_a_content_length_that_is_not_ascii_digits_is_a_400(server):
     assert reply.startswith("HTTP/1.1 400") and "bad Content-Length" in reply
 
 
+def test_a_tiny_tensorproto_declaring_a_huge_shape_is_refused_before_it_is_expanded(server):
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in (1, 3_000_000, helpers.DIM)])
+    huge = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0], tensor_shape=shape)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = NAME
+    request.inputs["features"].CopyFrom(huge)
+    request.inputs["lengths"].CopyFrom(tf.make_tensor_proto(np.array([3], np.int32)))
+    assert request.ByteSize() < 200
+    with pytest.raises(grpc.RpcError) as error:
+        server.stub.Predict(request, timeout=30)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "declares shape [1, 3000000, 33]" in error.value.details()
+
+
 def test_new_version_is_picked_up_without_restart(server):
     # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
