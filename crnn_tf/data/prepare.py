@@ -12,6 +12,7 @@ Example:
 >>> manifest = prepare_data_dir("data/train", "prepared/train", alignments="exp/mono_ali",
 ...                             transition_model="exp/mono_ali/final.mdl")  # doctest: +SKIP
 """
+import glob
 import hashlib
 import json
 import logging
@@ -130,6 +131,28 @@ def _static_pass(data, out_dir, utts, alignments, frontend, fingerprint, use_fea
     return status
 
 
+def _named_files(spec: str | None) -> list[str]:
+    """The local files a path, rspecifier (`ark:x.ark`), directory of `ali.*.gz` or glob names."""
+    if not spec:
+        return []
+    path = spec.split(":", 1)[1] if ":" in spec.split("/")[0] else spec
+    if os.path.isdir(path):
+        path = os.path.join(path, "ali.*.gz")
+    return sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+
+
+def _files_digest(paths: list[str]) -> str:
+    """SHA-256 over the contents of those of `paths` that exist (with their names)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if os.path.isfile(path):
+            digest.update(path.encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _cmvn_for(config, utt, spk, spk_stats, global_stats, dim):
     if config.cmvn == "speaker":
         return spk_stats[spk]
@@ -183,9 +206,12 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
     if labels is not None and num_targets is None:
         num_targets = int(max((int(a.max()) for a in labels.values() if a.size), default=-1)) + 1
     os.makedirs(output_dir, exist_ok=True)
+    # Contents, not paths: an alignment rewritten in place must not resume with the old labels.
+    sources = [os.path.join(data_dir, n) for n in ("wav.scp", "segments", "utt2spk", "feats.scp", "cmvn.scp")]
     fingerprint = hashlib.sha256(json.dumps(
         [config.to_dict(), os.path.abspath(data_dir), alignments, transition_model, use_feats_scp,
-         max_length_mismatch, utts], sort_keys=True).encode()).hexdigest()
+         max_length_mismatch, utts, _files_digest(sources + _named_files(alignments) + _named_files(transition_model))],
+        sort_keys=True).encode()).hexdigest()
     frontend = _Frontend(config)
     status = _static_pass(data, output_dir, utts, labels, frontend, fingerprint, use_feats_scp,
                           max_length_mismatch, progress)

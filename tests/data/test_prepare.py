@@ -157,3 +157,21 @@ def test_a_dir_where_every_utterance_fails_is_an_error_not_an_empty_manifest(tmp
     (data_dir / "utt2spk").write_text("u1 s\nu2 s\n")
     with pytest.raises(ValueError, match=r"none of its 2 utterances could be prepared \(first reasons: .*u1.*u2"):
         prepare_data_dir(str(data_dir), str(tmp_path / "out"), progress=False)
+
+
+def test_rerun_after_the_alignment_changed_in_place_takes_the_new_labels(corpus, tmp_path):
+    root, data_dir, _, labels = corpus
+    ali = tmp_path / "ali.ark"
+    kaldi_io.write_int32_vectors(f"ark:{ali}", sorted(labels.items()))
+    out = str(tmp_path / "out")
+    prepare_data_dir(data_dir, out, alignments=str(ali), config=CONFIG, num_targets=NUM_TARGETS, progress=False)
+    shifted = {u: (np.asarray(l) + 1) % NUM_TARGETS for u, l in labels.items()}
+    kaldi_io.write_int32_vectors(f"ark:{ali}", sorted(shifted.items()))  # same path, new content
+    again = prepare_data_dir(data_dir, out, alignments=str(ali), config=CONFIG, num_targets=NUM_TARGETS,
+                             progress=False)
+    records = _records(again)
+    for utt, want in shifted.items():
+        if utt in records:
+            np.testing.assert_array_equal(records[utt]["labels"].numpy(), want[: len(records[utt]["labels"])])
+    np.testing.assert_array_equal(again.prior_counts, np.bincount(
+        np.concatenate([records[u]["labels"].numpy() for u in records]), minlength=NUM_TARGETS))
