@@ -334,6 +334,11 @@ class Trainer:
         self._last_checkpoint = self.checkpointer.restore_latest()
         try:
             if int(self.state.step.numpy()) >= self.config.total_steps:
+                finished_epochs, num_epochs = self._epoch_bounds()
+                if finished_epochs < num_epochs:
+                    # Killed after the last step's checkpoint, before the last epoch's end: do that end now (dev
+                    # evaluation, best/, metrics line), or the run would lack its last epoch's bookkeeping.
+                    return self._end_epoch(num_epochs - 1, self.state.epoch_stats.numpy())
                 logging.info("%s: already trained %d steps", self.config.model_dir, self.config.total_steps)
                 return {}
             return self._run_async() if self.async_ps else self._run_sync()
@@ -490,11 +495,13 @@ class Trainer:
                 self.state.best_accuracy.assign(dev["frame_accuracy"])
                 self.checkpointer.save_best({"epoch": epoch + 1, "step": step,
                                              "dev_frame_accuracy": dev["frame_accuracy"], "dev_loss": dev["loss"]})
+        # The metrics line (like best/) is written before the checkpoint that marks the epoch ended: a kill in
+        # between only makes the resumed run redo this epoch end, which replaces the line.
+        self.reporter.epoch_end(record)
         self.state.step_in_epoch.assign(0)
         self.state.epoch.assign(epoch + 1)
         self.state.epoch_stats.assign(np.zeros(5))
         self._last_checkpoint = self.checkpointer.save()
-        self.reporter.epoch_end(record)
         logging.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items()})
         return record

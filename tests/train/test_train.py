@@ -116,3 +116,28 @@ def test_optimizer_reads_the_exponential_schedule_at_the_current_step(corpus, tm
         trainer.state.step.assign(step)
         want = 0.2 * (0.002 / 0.2) ** (min(step, total) / total)  # written out: lr0 · (lr1 / lr0) ^ (t / T)
         assert float(trainer.optimizer.learning_rate) == pytest.approx(want, rel=1e-5), step
+
+
+def test_a_kill_after_the_last_steps_checkpoint_still_gets_the_last_epochs_bookkeeping(corpus, tmp_path,
+                                                                                       monkeypatch):
+    from crnn_tf.train.loop import Trainer
+
+    config = _config(corpus, tmp_path / "killed", epochs=2, checkpoint_every=50)  # 25 steps an epoch
+    real_end = Trainer._end_epoch
+
+    def killed_at_the_last_epoch_end(self, epoch, stats):
+        if epoch == 1:
+            raise KeyboardInterrupt("killed")  # after step 50's checkpoint, before the epoch end
+        return real_end(self, epoch, stats)
+
+    monkeypatch.setattr(Trainer, "_end_epoch", killed_at_the_last_epoch_end)
+    with pytest.raises(KeyboardInterrupt):
+        train(config)
+    lines = [json.loads(line) for line in open(os.path.join(config.model_dir, "metrics.jsonl"))]
+    assert [line["epoch"] for line in lines] == [1]
+    monkeypatch.setattr(Trainer, "_end_epoch", real_end)
+    record = train(config)  # the resumed run trains nothing, but ends the last epoch
+    assert record["epoch"] == 2 and record["step"] == 50 and "dev_frame_accuracy" in record
+    lines = [json.loads(line) for line in open(os.path.join(config.model_dir, "metrics.jsonl"))]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert train(config) == {}  # and now it is finished
