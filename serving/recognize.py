@@ -177,12 +177,17 @@ def _utterances(paths):
         return
     from crnn_tf.data.audio import decode_audio
 
+    stats = np.load(FLAGS.cmvn_stats).astype(np.float64)[None] if FLAGS.cmvn_stats else None
     for path in paths:
-        samples, _ = decode_audio(path, FLAGS.sample_rate)
+        try:
+            samples, _ = decode_audio(path, FLAGS.sample_rate)
+        except ValueError as error:  # AudioDecodeError names the file and the reason
+            yield path, None, error
+            continue
         samples = np.asarray(samples, np.float32).reshape(-1)
         inputs = {"waveforms": samples[None], "lengths": np.array([samples.size], np.int32)}
-        if FLAGS.cmvn_stats:
-            inputs["cmvn_stats"] = np.load(FLAGS.cmvn_stats).astype(np.float64)[None]
+        if stats is not None:
+            inputs["cmvn_stats"] = stats
         yield path, "waveform", inputs
 
 
@@ -198,12 +203,24 @@ def main(argv):
     channel = grpc.insecure_channel(FLAGS.server, options=[("grpc.max_receive_message_length", 256 << 20),
                                                            ("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    failed = 0
     for utt, signature, inputs in _utterances(argv[1:]):
-        loglik = remote_log_likelihoods(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs,
-                                        FLAGS.timeout)
-        decoded = decoder.decode(loglik, utt=utt)
+        try:
+            if signature is None:
+                raise inputs  # the input could not be read
+            loglik = remote_log_likelihoods(stub, FLAGS.model_name, FLAGS.model_version, signature, inputs,
+                                            FLAGS.timeout)
+            decoded = decoder.decode(loglik, utt=utt)
+        except (ValueError, grpc.RpcError) as error:  # one bad input must not stop the others
+            failed += 1
+            reason = error.details() if isinstance(error, grpc.RpcError) else str(error)
+            print(json.dumps({"utt": utt, "error": reason}), flush=True)
+            print(f"crnn-recognize: {utt}: {reason}", file=sys.stderr)
+            continue
         print(json.dumps(result_dict(decoded, FLAGS.frame_shift_ms / 1000.0, FLAGS.model_version)), flush=True)
-    return 0
+    if failed:
+        print(f"crnn-recognize: {failed} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run():
