@@ -52,6 +52,38 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     assert "== stage" not in again.stdout  # every stage was already done
     assert "| CLSTM |" in again.stdout
+    _recognize_with_the_client(work, tmp_path)
+
+
+def _recognize_with_the_client(work, tmp_path):
+    """crnn-recognize against the served FFNN: speaker stats sent along, a bad file reported, the rest recognised."""
+    import numpy as np
+
+    from crnn_tf.data.datadir import DataDir
+    from crnn_tf.export.saved_model import read_metadata
+    from crnn_tf.features import FeatureConfig, speaker_cmvn_stats
+    from serving.server import Server
+
+    test = DataDir.load(str(work / "corpus" / "test"))
+    speaker, utts = max(test.spk2utt.items(), key=lambda item: len(item[1]))
+    config = FeatureConfig.from_dict(read_metadata(str(work / "export" / "FFNN" / "1")).feature_config)
+    np.save(tmp_path / "spk.npy", speaker_cmvn_stats([test.load_audio(u) for u in utts], config))
+    (tmp_path / "bad.wav").write_bytes(b"RIFF broken")
+    wavs = [test.wav[utts[0]], str(tmp_path / "bad.wav"), test.wav[utts[-1]]]
+    server = Server(str(work / "export" / "FFNN"), "FFNN", rest_port=-1, grpc_port=0, poll_seconds=0)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "serving.recognize", f"--server=127.0.0.1:{server.grpc_port}", "--model_name=FFNN",
+             f"--graph_dir={work / 'hmm' / 'graph'}", f"--cmvn_stats={tmp_path / 'spk.npy'}", *wavs],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert done.returncode == 1 and "1 input(s) failed" in done.stderr
+    assert [line["utt"] for line in lines] == wavs
+    assert "error" in lines[1] and "bad.wav" in lines[1]["error"]
+    assert all(line["words"] and "error" not in line for line in (lines[0], lines[2]))
 
 
 def test_real_recordings_join_the_synthetic_corpus_by_speaker(tmp_path):
