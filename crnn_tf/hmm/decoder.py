@@ -167,6 +167,9 @@ class HybridDecoder:
         """
         loglik = self.log_likelihoods(scores)
         if not np.all(np.isfinite(loglik)):
+            bad = int(np.size(loglik) - np.count_nonzero(np.isfinite(loglik)))
+            log.warning("utterance %s: %d of %d scores are NaN or infinite (decoded as -1e10 / 1e10); the "
+                        "hypothesis is not to be trusted", utt, bad, np.size(loglik))
             loglik = np.nan_to_num(loglik, nan=-1e10, neginf=-1e10, posinf=1e10)
         matrix = np.ascontiguousarray(self.acoustic_scale * loglik[:, self._tid_cols])
         ok, tids, word_ids, like = khg.decode_utterance_lattice_faster(

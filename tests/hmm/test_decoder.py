@@ -159,3 +159,11 @@ def test_likelihood_is_the_scaled_acoustic_score_of_the_path_plus_its_graph_scor
     loglik = log_post - 0.5 * np.log(np.maximum(counts / counts.sum(), 1e-8))  # the hybrid rule, written out
     acoustic = float(loglik[np.arange(len(first.alignment)), t2p[first.alignment]].sum())
     assert second.likelihood - first.likelihood == pytest.approx((0.25 - 0.1) * acoustic, rel=1e-4, abs=1e-2)
+
+
+def test_non_finite_scores_are_decoded_with_a_warning_naming_the_utterance(decoder, caplog):
+    scores = np.full((30, decoder.num_pdfs), -2.0, np.float32)
+    scores[3:7] = np.nan
+    with caplog.at_level("WARNING", logger="crnn_tf.hmm.decoder"):
+        decoder.decode(scores, utt="u-nan")
+    assert any("u-nan" in r.getMessage() and f"{4 * decoder.num_pdfs} of" in r.getMessage() for r in caplog.records)
