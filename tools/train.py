@@ -16,7 +16,7 @@ Under --strategy=parameter_server, ps and worker tasks run the same command and 
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from tools import common_flags
 
