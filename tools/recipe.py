@@ -380,11 +380,13 @@ def _decoder_over(hmm: dict, sets: dict, logliks: dict):
     """`decode(set_names, scale, penalty) -> (refs, hyps)` over already scored utterances."""
     from crnn_tf.hmm.decoder import HybridDecoder
 
+    references = {name: _references(path) for name, path in sets.items()}  # read once, not per setting tried
+
     def decode(names, scale, penalty):
         decoder = HybridDecoder(decoding_graph(hmm, penalty), acoustic_scale=scale)
         refs, hyps = {}, {}
         for name in names:
-            refs.update(_references(sets[name]))
+            refs.update(references[name])
             hyps.update({utt: decoder.decode(x, utt=utt).words for utt, x in logliks[name].items()})
         return refs, hyps
     return decode

@@ -390,6 +390,13 @@ def read_transition_id_to_pdf(model_path: str) -> np.ndarray:
     return np.asarray(transition_ids(parts.phone_states, parts.tuples, model_path)[2], np.int32)
 
 
+def alignment_paths(path: str) -> list[str]:
+    """The files an alignment argument names: itself, the matches of a glob, or a directory's `ali.*.gz`."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ali.*.gz")
+    return sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+
+
 def read_alignments(path: str, transition_model: str | None = None) -> dict[str, np.ndarray]:
     """Frame-level pdf-id alignments `{utt: int32 [T]}`.
 
@@ -402,9 +409,7 @@ def read_alignments(path: str, transition_model: str | None = None) -> dict[str,
     Raises:
       ValueError: when no file matches, or a transition id is outside the model.
     """
-    if os.path.isdir(path):
-        path = os.path.join(path, "ali.*.gz")
-    paths = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+    paths = alignment_paths(path)
     if not paths:
         raise ValueError(f"no alignment files match {path!r}")
     alignments = {}

@@ -12,7 +12,6 @@ Example:
 >>> manifest = prepare_data_dir("data/train", "prepared/train", alignments="exp/mono_ali",
 ...                             transition_model="exp/mono_ali/final.mdl")  # doctest: +SKIP
 """
-import glob
 import hashlib
 import json
 import logging
@@ -135,10 +134,7 @@ def _named_files(spec: str | None) -> list[str]:
     """The local files a path, rspecifier (`ark:x.ark`), directory of `ali.*.gz` or glob names."""
     if not spec:
         return []
-    path = spec.split(":", 1)[1] if ":" in spec.split("/")[0] else spec
-    if os.path.isdir(path):
-        path = os.path.join(path, "ali.*.gz")
-    return sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+    return kaldi_io.alignment_paths(spec.split(":", 1)[1] if ":" in spec.split("/")[0] else spec)
 
 
 def _files_digest(paths: list[str]) -> str:
