@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
-DEBIAN_PACKAGES := sox espeak-ng flite libsndfile1
+DEBIAN_PACKAGES := sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts libsndfile1
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 PYTEST_ARGS ?=
 
@@ -23,7 +23,7 @@ install: $(VENV)/.installed system-deps
 
 # Debian tools the corpus generator and audio tests call; installed only when missing.
 system-deps:
-	@missing=""; for tool in sox espeak-ng flite; do command -v $$tool >/dev/null || missing=1; done; \
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \

@@ -1,4 +1,4 @@
-"""crnn-make-corpus: a synthetic Kaldi-layout corpus (espeak-ng + flite) with phone timings.
+"""crnn-make-corpus: a synthetic Kaldi-layout corpus (espeak-ng, flite, festival) with phone timings.
 
 Example:
     crnn-make-corpus --out_dir=data/digits --num_utterances=5000 --task=digits --sample_rate=8000 --seed=0
@@ -17,6 +17,9 @@ flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band) or 16000.")
 flags.DEFINE_integer("seed", 0, "Random seed: the corpus is a function of the flags.")
 flags.DEFINE_float("noise_prob", 0.7, "Share of utterances with additive noise (10-40 dB SNR).")
 flags.DEFINE_integer("num_workers", 0, "Processes (0: all cores).")
+flags.DEFINE_list("synthesizers", ["espeak", "flite", "festival"], "Synthesisers (espeak and flite required; festival "
+                  "adds three training voices).")
+flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass to 300-3400 Hz (a telephone channel).")
 
 
 def main(argv):
@@ -26,7 +29,8 @@ def main(argv):
     try:
         info = make_corpus(FLAGS.out_dir, num_utterances=FLAGS.num_utterances, task=FLAGS.task,
                            sample_rate=FLAGS.sample_rate, seed=FLAGS.seed, noise_prob=FLAGS.noise_prob,
-                           num_workers=FLAGS.num_workers or None)
+                           num_workers=FLAGS.num_workers or None, synthesizers=FLAGS.synthesizers,
+                           telephone=FLAGS.telephone and FLAGS.sample_rate == 8000)
     except MissingToolError as e:
         raise app.UsageError(str(e))
     print(json.dumps({k: info[k] for k in ("counts", "seconds", "utterances_per_second")}))

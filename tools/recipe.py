@@ -40,6 +40,9 @@ flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/d
                      "no synthetic speech.")
 flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
 flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band, the paper's domain; FSDD's rate) or 16000.")
+flags.DEFINE_list("synthesizers", ["espeak", "flite", "festival"], "Synthesisers of the synthetic corpus (espeak and "
+                  "flite required; festival adds three training voices).")
+flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass the synthetic corpus to 300-3400 Hz (a telephone channel).")
 flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
 flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
 flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
@@ -127,7 +130,8 @@ def data_stage(work: pathlib.Path) -> dict:
     synthetic_train = None
     if FLAGS.num_utterances > 0:
         corpus = make_corpus(str(work / "corpus"), num_utterances=FLAGS.num_utterances, task=FLAGS.task,
-                             sample_rate=FLAGS.sample_rate, seed=FLAGS.seed)
+                             sample_rate=FLAGS.sample_rate, seed=FLAGS.seed, synthesizers=FLAGS.synthesizers,
+                             telephone=FLAGS.telephone and FLAGS.sample_rate == 8000)
         synthetic_train = str(work / "corpus" / "train")
         train.append(synthetic_train)
         dev.append(str(work / "corpus" / "dev"))

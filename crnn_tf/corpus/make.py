@@ -10,8 +10,9 @@ Layout written under `out_dir`::
 `phone_times.ctm` is Kaldi CTM (``utt 1 start duration phone``), contiguous from 0 to the end of the audio, in the
 lexicon's phone set, with ``SIL`` for the padding and the synthesiser's pauses.
 
-Speakers are voices: an espeak-ng ``accent+klatt-variant`` or a flite voice. Dev and test voices never occur in
-training. Every utterance's random choices derive from (seed, utterance index) only, so the result does not depend
+Speakers are voices: an espeak-ng ``accent+klatt-variant``, a flite voice or a festival voice. Dev and test voices
+never occur in training; the festival voices (two diphone voices cut from real recordings and an HMM voice trained on
+them) are training voices only. Every utterance's random choices derive from (seed, utterance index) only, so the result does not depend
 on the number of worker processes.
 """
 from __future__ import annotations
@@ -35,6 +36,9 @@ ESPEAK_VARIANTS = ("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6")
 # Typical mean f0 (Hz) of each flite voice; utterances vary around it.
 FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 170.0}
 FLITE_SPLIT = {"train": ("kal", "kal16", "slt"), "dev": ("awb",), "test": ("rms",)}
+# Typical mean f0 (Hz) of the festival diphone voices (their intonation is set per utterance).
+FESTIVAL_F0 = {"kal_diphone": 105.0, "ked_diphone": 110.0}
+FESTIVAL_SPLIT = {"train": tuple(synth.FESTIVAL_VOICES), "dev": (), "test": ()}
 SPLITS = ("train", "dev", "test")
 SPOKEN_NOISE = "SPN"
 OOV_WORD = "<UNK>"
@@ -42,7 +46,7 @@ OOV_WORD = "<UNK>"
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
-    """A synthetic speaker: ``synth`` is "espeak" or "flite", ``name`` the voice (``en-us+klatt3``, ``slt``)."""
+    """A synthetic speaker: ``synth`` is "espeak", "flite" or "festival", ``name`` the voice (``en-us+klatt3``)."""
 
     synth: str
     name: str
@@ -52,13 +56,15 @@ class Voice:
         return f"{self.synth}_{self.name.replace('+', '_')}"
 
 
-def split_voices(seed: int, num_test: int = 6, num_dev: int = 4) -> dict[str, list[Voice]]:
+def split_voices(seed: int, num_test: int = 6, num_dev: int = 4,
+                 synthesizers=synth.SYNTHESIZERS) -> dict[str, list[Voice]]:
     """Assigns voices to train/dev/test, disjointly and deterministically by seed.
 
     Args:
       seed: shuffles the espeak voices.
       num_test, num_dev: espeak voices held out for test (default 6) and dev (default 4); flite's rms is always
-        test and awb dev.
+        test and awb dev; the festival voices are always train.
+      synthesizers: the synthesisers whose voices take part (default all three; espeak and flite are required).
 
     Example:
       >>> v = split_voices(0); set(v["test"]).isdisjoint(v["train"])
@@ -68,7 +74,10 @@ def split_voices(seed: int, num_test: int = 6, num_dev: int = 4) -> dict[str, li
     random.Random(seed).shuffle(espeak)
     parts = {"test": espeak[:num_test], "dev": espeak[num_test:num_test + num_dev],
              "train": espeak[num_test + num_dev:]}
-    return {s: sorted(parts[s] + [Voice("flite", n) for n in FLITE_SPLIT[s]], key=lambda v: v.speaker)
+    festival = FESTIVAL_SPLIT if "festival" in synthesizers else {s: () for s in SPLITS}
+    return {s: sorted(parts[s] + [Voice("flite", n) for n in FLITE_SPLIT[s]] + [Voice("festival", n)
+                                                                                for n in festival[s]],
+                      key=lambda v: v.speaker)
             for s in SPLITS}
 
 
@@ -77,9 +86,9 @@ class _Job:
     utt: str
     words: tuple[str, ...]
     voice: Voice
-    rate: float  # espeak words/minute, or flite duration stretch
-    pitch: float  # espeak 0..100, or flite f0 mean in Hz
-    pitch_range: int
+    rate: float  # espeak words/minute, or flite/festival duration stretch
+    pitch: float  # espeak 0..100, flite f0 mean in Hz, or festival f0 at the start in Hz
+    pitch_range: int  # espeak 0..100, or festival f0 fall over the utterance in Hz
     lead: float  # seconds of silence before / after
     trail: float
     gain_db: float
@@ -107,6 +116,9 @@ def _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_pro
             words = tuple(rng.choice(words_list) for _ in range(rng.randint(1, max_words)))
             if voice.synth == "espeak":
                 rate, pitch, pitch_range = rng.uniform(130, 220), rng.uniform(25, 75), rng.randint(20, 90)
+            elif voice.synth == "festival":
+                pitch = FESTIVAL_F0.get(voice.name, 170.0) * rng.uniform(0.8, 1.25)
+                rate, pitch_range = rng.uniform(0.8, 1.3), int(pitch * rng.uniform(0.05, 0.3))
             else:
                 rate, pitch, pitch_range = rng.uniform(0.8, 1.3), FLITE_F0[voice.name] * rng.uniform(0.85, 1.2), 0
             utt = f"{voice.speaker}-{index:06d}"
@@ -182,6 +194,9 @@ def _render(job: _Job):
             _ESPEAK = synth.Espeak()
         s = _ESPEAK.synthesize_isolated(text, voice=job.voice.name, rate=int(job.rate), pitch=int(job.pitch),
                                pitch_range=job.pitch_range)
+    elif job.voice.synth == "festival":
+        s = synth.festival_synthesize(text, voice=job.voice.name, duration_stretch=job.rate, f0_start=job.pitch,
+                                      f0_end=job.pitch - job.pitch_range)
     else:
         s = synth.flite_synthesize(text, voice=job.voice.name, duration_stretch=job.rate, f0_mean=job.pitch)
     reference = " ".join(job.pronunciations).split()
@@ -221,7 +236,8 @@ def _render(job: _Job):
 
 def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", sample_rate: int = 8000, seed: int = 0,
                 telephone: bool | None = None, noise_prob: float = 0.7, split_fractions=(0.1, 0.1),
-                max_words: int | None = None, num_workers: int | None = None) -> dict:
+                max_words: int | None = None, num_workers: int | None = None,
+                synthesizers=synth.SYNTHESIZERS) -> dict:
     """Generates a synthetic Kaldi-layout corpus with phone timings.
 
     Args:
@@ -236,6 +252,8 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
       split_fractions: (dev, test) shares of the utterances (default 10% each); the rest is train.
       max_words: longest utterance in words (default 7 for digits, 3 for commands).
       num_workers: processes (default: os.cpu_count()).
+      synthesizers: which synthesisers speak (default all: "espeak", "flite", "festival"); festival adds training
+        voices only, so leaving it out changes the training set but not the dev and test voices.
 
     Returns:
       The summary also written to corpus.json (counts, voices per split, seconds taken).
@@ -251,12 +269,15 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
         raise ValueError(f"sample_rate must be 8000 or 16000, not {sample_rate}")
     if num_utterances < 3:
         raise ValueError("num_utterances must be at least 3 (one per split)")
-    synth.check_tools(("espeak", "flite"))
+    unknown = set(synthesizers) - set(synth.SYNTHESIZERS)
+    if unknown or not {"espeak", "flite"} <= set(synthesizers):
+        raise ValueError(f"synthesizers must include espeak and flite, optionally festival; got {list(synthesizers)}")
+    synth.check_tools(synthesizers)
     telephone = sample_rate == 8000 if telephone is None else telephone
     max_words = max_words or (7 if task == "digits" else 3)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
-    voices = split_voices(seed)
+    voices = split_voices(seed, synthesizers=synthesizers)
     jobs = _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_prob, voices, split_fractions,
                  max_words)
     start = time.time()
@@ -291,7 +312,8 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
             "max_words": max_words, "counts": {s: sum(1 for x, _ in jobs if x == s) for s in SPLITS},
             "voices": {s: [v.speaker for v in voices[s]] for s in SPLITS}, "seconds": round(elapsed, 2),
             "utterances_per_second": round(len(jobs) / max(elapsed, 1e-9), 1), "num_workers": num_workers,
-            "espeak_route": "libespeak-ng ctypes, espeakINITIALIZE_PHONEME_EVENTS", "flite_route": "flite -psdur"}
+            "espeak_route": "libespeak-ng ctypes, espeakINITIALIZE_PHONEME_EVENTS", "flite_route": "flite -psdur",
+            "synthesizers": list(synthesizers)}
     with open(os.path.join(out_dir, "corpus.json"), "w") as f:
         json.dump(info, f, indent=1)
     return info

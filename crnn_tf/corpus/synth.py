@@ -1,8 +1,10 @@
-"""Speech synthesisers with phone timings: espeak-ng (libespeak-ng through ctypes) and flite (subprocess, -psdur).
+"""Speech synthesisers with phone timings: espeak-ng (libespeak-ng through ctypes), flite (subprocess, -psdur) and
+festival (subprocess, a Scheme script that saves the segment relation).
 
 espeak-ng: ``espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, ..., espeakINITIALIZE_PHONEME_EVENTS)`` makes the synth
 callback receive one PHONEME event per phoneme with the output sample where it starts, plus WORD events. flite:
-``-psdur`` prints ``phone:end_time`` for every segment. Both return float32 audio at the synthesiser's native rate
+``-psdur`` prints ``phone:end_time`` for every segment. festival: ``utt.save.segs`` writes each segment's end time
+and phone. All return float32 audio at the synthesiser's native rate
 and segments in seconds, phones mapped to the corpus ARPAbet set (see `crnn_tf.corpus.lexicon`).
 """
 from __future__ import annotations
@@ -23,17 +25,22 @@ from crnn_tf.corpus.lexicon import Segment, espeak_to_arpabet, flite_to_arpabet
 
 ESPEAK_LIBRARY = "libespeak-ng.so.1"
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+# Festival voices and the Debian package of each. The two diphone voices are concatenations of a real speaker's
+# recorded diphones; slt is an HMM voice trained on a real speaker's recordings.
+FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+                   "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
+SYNTHESIZERS = ("espeak", "flite", "festival")
 
 
 class MissingToolError(RuntimeError):
     """A Debian tool the corpus needs is not installed."""
 
 
-def check_tools(synthesizers=("espeak", "flite")) -> None:
-    """Raises MissingToolError naming the Debian package to install when a synthesiser is missing.
+def check_tools(synthesizers=SYNTHESIZERS) -> None:
+    """Raises MissingToolError naming the Debian package to install when a synthesiser or voice is missing.
 
     Args:
-      synthesizers: which of "espeak", "flite" are needed (default both).
+      synthesizers: which of "espeak", "flite", "festival" are needed (default all).
 
     Example:
       >>> check_tools(["flite"])  # silent when /usr/bin/flite exists
@@ -47,6 +54,16 @@ def check_tools(synthesizers=("espeak", "flite")) -> None:
             raise MissingToolError(
                 f"cannot load {os.environ.get('CRNN_ESPEAK_LIBRARY', ESPEAK_LIBRARY)} ({e}); install the Debian "
                 "package: apt-get install espeak-ng (it brings libespeak-ng1)") from e
+    if "festival" in synthesizers:
+        packages = " ".join(["festival", *FESTIVAL_VOICES.values()])
+        if shutil.which("festival") is None:
+            raise MissingToolError(f"festival was not found on PATH; install the Debian packages: apt-get install "
+                                   f"{packages}")
+        proc = subprocess.run(["festival", "--batch", "(print (voice.list))"], capture_output=True, text=True)
+        missing = sorted(set(FESTIVAL_VOICES) - set(proc.stdout.strip("()\n ").split()))
+        if missing:
+            raise MissingToolError(f"festival lacks the voices {missing}; install the Debian packages: apt-get "
+                                   f"install {' '.join(FESTIVAL_VOICES[v] for v in missing)}")
 
 
 @dataclasses.dataclass
@@ -207,4 +224,53 @@ def flite_synthesize(text: str, *, voice: str, duration_stretch: float, f0_mean:
         end = float(end)
         segs.append(Segment(flite_to_arpabet(phone), start, end))
         start = end
+    return Synthesis(audio, sr, segs)
+
+
+def festival_synthesize(text: str, *, voice: str, duration_stretch: float, f0_start: float,
+                        f0_end: float) -> Synthesis:
+    """Speaks `text` with festival and reads the end time of every segment it saved.
+
+    Args:
+      text: words separated by spaces.
+      voice: one of FESTIVAL_VOICES.
+      duration_stretch: >1 speaks slower (festival's Duration_Stretch; the HMM voice keeps its own durations).
+      f0_start, f0_end: pitch in Hz at the start and the end of the utterance, straight in between (festival's
+        DuffInt intonation; the HMM voice makes its own contour).
+
+    Example:
+      >>> s = festival_synthesize("ONE", voice="ked_diphone", duration_stretch=1.0, f0_start=120, f0_end=100)
+      >>> [seg.phone for seg in s.segments]
+      ['SIL', 'W', 'AH', 'N', 'SIL']
+    """
+    if voice not in FESTIVAL_VOICES:
+        raise ValueError(f"unknown festival voice {voice!r}; choose one of {sorted(FESTIVAL_VOICES)}")
+    if not text.replace(" ", "").isalpha():
+        raise ValueError(f"festival text must be words of letters, not {text!r}")  # it goes into a Scheme string
+    with tempfile.TemporaryDirectory() as tmp:
+        wav_path, segs_path, script = (os.path.join(tmp, name) for name in ("out.wav", "out.segs", "say.scm"))
+        with open(script, "w") as f:
+            f.write(f"""(voice_{voice})
+(Parameter.set 'Duration_Stretch {duration_stretch:.4f})
+(Parameter.set 'Int_Method 'DuffInt)
+(Parameter.set 'Int_Target_Method Int_Targets_Default)
+(set! duffint_params '((start {f0_start:.2f}) (end {f0_end:.2f})))
+(set! utt (utt.synth (Utterance Text "{text.lower()}")))
+(utt.save.wave utt "{wav_path}" 'riff)
+(utt.save.segs utt "{segs_path}")
+""")
+        proc = subprocess.run(["festival", "--batch", script], capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.exists(segs_path):
+            raise RuntimeError(f"festival failed for voice {voice!r}, text {text!r}: {proc.stderr.strip()}")
+        with wave.open(wav_path) as w:
+            sr = w.getframerate()
+            audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
+        with open(segs_path) as f:
+            lines = f.read().split("#", 1)[1].split("\n")
+    segs, start = [], 0.0
+    for line in lines:
+        if line.strip():
+            end, _, phone = line.split()
+            segs.append(Segment(flite_to_arpabet(phone), start, float(end)))
+            start = float(end)
     return Synthesis(audio, sr, segs)

@@ -5,7 +5,10 @@ import wave
 
 import pytest
 
-from crnn_tf.corpus import MissingToolError, check_tools, make_corpus, read_phone_times
+import numpy as np
+
+from crnn_tf.corpus import MissingToolError, check_tools, make_corpus, read_phone_times, split_voices
+from crnn_tf.corpus.synth import FESTIVAL_VOICES, festival_synthesize
 from crnn_tf.corpus.lexicon import SIL
 from crnn_tf.data.kaldi_io import read_text_table as read_table
 from crnn_tf.hmm.lang import read_lexicon
@@ -34,7 +37,8 @@ def test_layout_and_timings(tiny_corpus):
             assert [s.phone for s in segs if s.phone != SIL] == expected
             assert utt.startswith(u2s[utt])
     assert not spk["test"] & spk["train"] and not spk["dev"] & spk["train"]
-    assert any(s.startswith("flite") for s in spk["train"]) and any(s.startswith("espeak") for s in spk["train"])
+    assert {s.split("_")[0] for s in spk["train"]} == {"espeak", "flite", "festival"}
+    assert not any(s.startswith("festival") for s in spk["dev"] | spk["test"])
 
 
 def test_deterministic_and_independent_of_workers(tmp_path):
@@ -61,3 +65,56 @@ def test_missing_tools_name_the_debian_package(monkeypatch, tmp_path):
     monkeypatch.setenv("CRNN_ESPEAK_LIBRARY", "libespeak-ng-missing.so.9")
     with pytest.raises(MissingToolError, match="apt-get install espeak-ng"):
         check_tools(["espeak"])
+    with pytest.raises(MissingToolError, match="apt-get install festival festvox-kallpc16k"):
+        check_tools(["festival"])
+
+
+def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
+    fake = tmp_path / "festival"
+    fake.write_text("#!/bin/sh\necho '(kal_diphone)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(MissingToolError, match="apt-get install festvox-us-slt-hts festvox-kdlpc16k"):
+        check_tools(["festival"])
+
+
+def test_synthesizers_choose_the_training_voices(tmp_path):
+    without = split_voices(0, synthesizers=("espeak", "flite"))
+    with_festival = split_voices(0)
+    assert {v.name for v in with_festival["train"]} - {v.name for v in without["train"]} == set(FESTIVAL_VOICES)
+    assert with_festival["dev"] == without["dev"] and with_festival["test"] == without["test"]
+    with pytest.raises(ValueError, match="must include espeak and flite"):
+        make_corpus(str(tmp_path / "c"), num_utterances=3, synthesizers=("festival",))
+
+
+def _f0(audio, sample_rate):
+    """Pitch of the loudest 100 ms, by autocorrelation between 60 and 400 Hz."""
+    n = int(0.1 * sample_rate)
+    energy = np.convolve(audio ** 2, np.ones(n), "valid")
+    seg = audio[int(np.argmax(energy)):][:n]
+    ac = np.correlate(seg, seg, "full")[n - 1:]
+    lo, hi = sample_rate // 400, sample_rate // 60
+    return sample_rate / (lo + int(np.argmax(ac[lo:hi])))
+
+
+@pytest.mark.parametrize("voice", ["kal_diphone", "ked_diphone"])
+def test_festival_follows_pitch_and_duration(voice):
+    low = festival_synthesize("OH", voice=voice, duration_stretch=1.0, f0_start=90, f0_end=90)
+    high = festival_synthesize("OH", voice=voice, duration_stretch=1.0, f0_start=180, f0_end=180)
+    assert _f0(low.audio, low.sample_rate) == pytest.approx(90, rel=0.05)
+    assert _f0(high.audio, high.sample_rate) == pytest.approx(180, rel=0.05)
+    slow = festival_synthesize("SEVEN", voice=voice, duration_stretch=1.4, f0_start=110, f0_end=100)
+    fast = festival_synthesize("SEVEN", voice=voice, duration_stretch=0.8, f0_start=110, f0_end=100)
+    assert [s.phone for s in fast.segments] == ["SIL", "S", "EH", "V", "AH", "N", "SIL"]
+    speech = [sum(s.end - s.start for s in x.segments if s.phone != "SIL") for x in (slow, fast)]
+    assert speech[0] / speech[1] == pytest.approx(1.4 / 0.8, rel=0.1)
+    for x in (slow, fast):  # the segments cover the audio
+        assert x.segments[-1].end == pytest.approx(len(x.audio) / x.sample_rate, abs=0.05)
+
+
+def test_festival_refuses_text_that_is_not_words():
+    with pytest.raises(ValueError, match="words of letters"):
+        festival_synthesize('ONE") (system "touch x', voice="kal_diphone", duration_stretch=1, f0_start=100,
+                            f0_end=90)
+    with pytest.raises(ValueError, match="unknown festival voice"):
+        festival_synthesize("ONE", voice="nosuch", duration_stretch=1, f0_start=100, f0_end=90)
