@@ -95,7 +95,7 @@ def augment_from_flags():
     values = {}
     for field in dataclasses.fields(AugmentConfig):
         value = getattr(FLAGS, AUGMENT_PREFIX + field.name)
-        if field.name == "speed_factors":
+        if field.name.endswith("_factors"):
             value = tuple(float(v) for v in value)
         elif isinstance(field.default, tuple):
             value = tuple(value)

@@ -1,10 +1,11 @@
 r"""crnn-recipe: the whole hybrid chain, on synthetic speech, real recordings or both, ending in a paper-style table.
 
-    data (synthetic corpus: espeak-ng + flite, test voices unseen; FSDD by speaker; any Kaldi data dirs)
+    data (synthetic corpus: espeak-ng, flite, festival; test voices unseen; FSDD by speaker; any Kaldi data dirs)
     → lang, monophone GMM-HMM alignment (bootstrapped on the synthetic timings, or a flat start), digit-loop HCLG
     → features + labels as TFRecords → train FFNN, LSTMP and CLSTM (same budget, augmented on the fly)
     → export SavedModels → start the TF-Serving-compatible server → decode dev and every test set through it (gRPC)
     → WER/CER with error counts and bootstrap intervals, next to the GMM-HMM that labelled the frames → report/
+      (each test set's hypotheses in decode/<net>/<set>/hyp.txt)
 
 Stages (Kaldi-style `--stage`/`--stop_stage` select a range; a finished stage is also skipped on a re-run, its
 marker being `<work_dir>/done/<stage>`):
@@ -126,7 +127,7 @@ def data_stage(work: pathlib.Path) -> dict:
     from crnn_tf.corpus.make import write_dict
     from crnn_tf.data.datadir import combine_data_dirs
 
-    train, dev, tests, info = [], [], {}, {}
+    train, dev, tests, info, vocabularies = [], [], {}, {}, {}
     synthetic_train = None
     if FLAGS.num_utterances > 0:
         corpus = make_corpus(str(work / "corpus"), num_utterances=FLAGS.num_utterances, task=FLAGS.task,
@@ -138,7 +139,7 @@ def data_stage(work: pathlib.Path) -> dict:
         tests["synthetic"] = str(work / "corpus" / "test")
         info["synthetic"] = {"counts": corpus["counts"], "utterances_per_second": corpus["utterances_per_second"]}
     if FLAGS.fsdd:
-        from crnn_tf.corpus.fsdd import prepare_fsdd, scan_recordings
+        from crnn_tf.corpus.fsdd import DIGIT_WORDS, prepare_fsdd, scan_recordings
 
         if FLAGS.task != "digits" or FLAGS.sample_rate != 8000:
             raise app.UsageError("FSDD holds 8 kHz digits: use --task=digits --sample_rate=8000")
@@ -153,6 +154,8 @@ def data_stage(work: pathlib.Path) -> dict:
         dev += [fsdd["splits"]["dev"]] if "dev" in fsdd["splits"] else []
         tests["fsdd"] = fsdd["splits"]["test"]
         info["fsdd"] = {"counts": fsdd["counts"], "speakers": fsdd["speakers"]}
+        # FSDD's task is the ten digits ZERO-NINE: its sets are decoded with a loop over those, never "OH".
+        vocabularies.update({"fsdd": list(DIGIT_WORDS), "dev_fsdd": list(DIGIT_WORDS)})
     train += [os.path.abspath(d) for d in FLAGS.extra_train]
     for item in FLAGS.test_sets:
         name, sep, path = item.partition("=")
@@ -174,7 +177,7 @@ def data_stage(work: pathlib.Path) -> dict:
     fallback = "all" if len(devs) > 1 else next(iter(devs))
     tuning = {name: name if name in devs else fallback for name in tests}
     return {"train": train_dir.path, "dev": dev_dir.path, "synthetic_train": synthetic_train, "tests": tests,
-            "devs": devs, "tuning": tuning,
+            "devs": devs, "tuning": tuning, "vocabularies": vocabularies,
             "dict": str(work / "dict"), "sources": {"train": train, "dev": dev}, "info": info,
             "counts": {"train": len(train_dir.utterances), "dev": len(dev_dir.utterances)}}
 
@@ -231,7 +234,7 @@ def features_stage(work: pathlib.Path, data: dict, hmm: dict) -> dict:
 
     config = FeatureConfig(sample_rate=FLAGS.sample_rate, cmvn=FLAGS.cmvn, norm_vars=FLAGS.norm_vars,
                            low_freq=FLAGS.low_freq, high_freq=FLAGS.high_freq)
-    mode = "audio" if common_flags.augment_from_flags().changes_waveform else "features"
+    mode = "audio" if common_flags.augment_from_flags().needs_audio else "features"
     train = prepare_data_dir(data["train"], str(work / "prepared" / "train"), alignments=hmm["pdf_ali"],
                              config=config, num_targets=hmm["num_pdfs"], mode=mode, progress=False)
     dev = prepare_data_dir(data["dev"], str(work / "prepared" / "dev"), alignments=hmm["dev_pdf_ali"], config=config,
@@ -269,35 +272,42 @@ def _speaker_stats(data_dir: str, config) -> dict:
             for spk, utts in data.spk2utt.items()}
 
 
-def decoding_graph(hmm: dict, penalty: float) -> str:
-    """The digit-loop HCLG with `penalty` on every word (built once, beside the model's graph)."""
+def decoding_graph(hmm: dict, penalty: float, words: list[str] | None = None) -> str:
+    """The word-loop HCLG over `words` (default the whole lexicon) with `penalty` on every word (built once, beside
+    the model's graph)."""
+    import hashlib
     import shutil
 
     from crnn_tf.hmm import graph as hmm_graph
     from crnn_tf.hmm import lang as hmm_lang
 
-    if penalty == 0:
+    if penalty == 0 and words is None:
         return hmm["graph"]
-    root = pathlib.Path(hmm["graph"]).parent / "graphs" / f"wip{penalty:g}"
+    vocabulary = "all" if words is None else hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:10]
+    root = pathlib.Path(hmm["graph"]).parent / "graphs" / f"{vocabulary}_wip{penalty:g}"
     if not (root / "graph" / "HCLG.fst").exists():
         shutil.rmtree(root, ignore_errors=True)
         shutil.copytree(hmm["lang"], root / "lang")
-        hmm_lang.make_word_loop_grammar(str(root / "lang"), word_insertion_penalty=penalty)
+        hmm_lang.make_word_loop_grammar(str(root / "lang"), words, word_insertion_penalty=penalty)
         hmm_graph.make_hclg(str(root / "lang"), hmm["model"], str(root / "graph"))
     return str(root / "graph")
 
 
-def _score_sets(data: dict, decode) -> dict:
+def _score_sets(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
     """Tunes acoustic scale and word insertion penalty on each dev set, then decodes each test set with its own
-    dev set's choice. `decode(set_names, scale, penalty)` returns (refs, hyps) over those sets.
+    dev set's choice. `decode(set_names, scale, penalty)` returns (refs, hyps) over those sets. Each test set's
+    hypotheses go to `hyp_dir/<set>/hyp.txt` (Kaldi `text` layout, one line per utterance).
 
     Returns:
       `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty, …}}`.
     """
     from crnn_tf.hmm.scoring import score
 
-    def result(names, scale, penalty):
+    def result(names, scale, penalty, hyp_file=None):
         refs, hyps = decode(names, scale, penalty)
+        if hyp_file is not None:
+            hyp_file.parent.mkdir(parents=True, exist_ok=True)
+            hyp_file.write_text("".join(f"{utt} {' '.join(hyps[utt])}\n" for utt in sorted(hyps)))
         wer, cer = score(refs, hyps, "WER"), score(refs, hyps, "CER")
         low, high = wer.interval()
         return {"wer": wer.rate, "errors": wer.errors, "words": wer.ref_len, "interval": [low, high],
@@ -318,7 +328,7 @@ def _score_sets(data: dict, decode) -> dict:
                 best = pick
         out[f"dev_{dev}"], chosen[dev] = best, (best["acoustic_scale"], best["word_insertion_penalty"])
     for test, dev in data["tuning"].items():
-        out[test] = result([test], *chosen[dev])
+        out[test] = result([test], *chosen[dev], hyp_dir / test / "hyp.txt")
     return out
 
 
@@ -370,7 +380,7 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
         server.stop()
     scoring_seconds = time.time() - start
 
-    results = _score_sets(data, _decoder_over(hmm, sets, logliks))
+    results = _score_sets(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
     results["scoring_real_time_factor"] = scoring_seconds / max(audio_seconds, 1e-9)
     return results
 
@@ -380,23 +390,25 @@ def decoding_sets(data: dict) -> dict:
     return {**{f"dev_{name}": path for name, path in data["devs"].items()}, **data["tests"]}
 
 
-def _decoder_over(hmm: dict, sets: dict, logliks: dict):
-    """`decode(set_names, scale, penalty) -> (refs, hyps)` over already scored utterances."""
+def _decoder_over(hmm: dict, data: dict, sets: dict, logliks: dict):
+    """`decode(set_names, scale, penalty) -> (refs, hyps)` over already scored utterances, each set decoded with the
+    word loop over its own task's vocabulary (`data["vocabularies"]`, default the whole lexicon)."""
     from crnn_tf.hmm.decoder import HybridDecoder
 
     references = {name: _references(path) for name, path in sets.items()}  # read once, not per setting tried
+    vocabularies = data.get("vocabularies", {})
 
     def decode(names, scale, penalty):
-        decoder = HybridDecoder(decoding_graph(hmm, penalty), acoustic_scale=scale)
         refs, hyps = {}, {}
         for name in names:
+            decoder = HybridDecoder(decoding_graph(hmm, penalty, vocabularies.get(name)), acoustic_scale=scale)
             refs.update(references[name])
             hyps.update({utt: decoder.decode(x, utt=utt).words for utt, x in logliks[name].items()})
         return refs, hyps
     return decode
 
 
-def gmm_decode_stage(hmm: dict, data: dict) -> dict:
+def gmm_decode_stage(work: pathlib.Path, hmm: dict, data: dict) -> dict:
     """The GMM-HMM that labelled the frames, decoded with the same graphs and tuning (the baseline)."""
     from crnn_tf.hmm.align import read_gmm_model
     from crnn_tf.hmm.features import compute_mfcc
@@ -404,7 +416,7 @@ def gmm_decode_stage(hmm: dict, data: dict) -> dict:
     _, gmm = read_gmm_model(hmm["model"])
     sets = decoding_sets(data)
     logliks = {name: {u: gmm.loglik(f) for u, f in compute_mfcc(path).items()} for name, path in sets.items()}
-    return _score_sets(data, _decoder_over(hmm, sets, logliks))
+    return _score_sets(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / "GMM")
 
 
 def _count_params(work: pathlib.Path, name: str) -> int:
@@ -444,7 +456,7 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                          "scoring_rtf": decoded["scoring_real_time_factor"]})
     if not recipe.wanted("decode"):
         return None
-    gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, hmm, data)
+    gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, work, hmm, data)
     rows.append({"net": "GMM-HMM", "spec": f"monophone, {FLAGS.max_gauss} Gaussians, MFCC+Δ+ΔΔ", "params": None,
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
     if not recipe.wanted("report"):

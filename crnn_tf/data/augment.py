@@ -14,6 +14,10 @@ Waveform perturbations (audio-mode data, before the front end), in this order:
 With speaker CMVN the speaker's statistics follow the perturbation (`perturbed_speaker_stats`), as Kaldi's perturbed
 copies get their own speaker stats.
 
+Front-end perturbation (audio mode): vocal tract length perturbation (VTLP), the mel filters warped per utterance
+by a factor drawn from a list, with Kaldi's VTLN warp (`crnn_tf.features.fbank.mel_banks`). Formants move, pitch and
+timing stay, so the labels stay as they are.
+
 Feature perturbation (either mode, after the front end): SpecAugment time and frequency masks (masked values set to 0,
 the normalised mean; a frequency mask covers the same bands in every Δ stream).
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import tensorflow as tf
 
 # Spectral slope exponents of the generated noises: power ∝ 1 / f^alpha.
@@ -45,6 +50,8 @@ class AugmentConfig:
 
     Args:
       speed_factors: speed factors drawn uniformly per utterance, e.g. (0.9, 1.0, 1.1). Default () (off).
+      vtlp_factors: VTLN warp factors of the mel filters drawn uniformly per utterance, e.g. (0.9, 0.95, 1.0, 1.05,
+        1.1). Default () (off).
       gain_db: level change drawn uniformly from [-gain_db, gain_db] dB. Default 0 (off).
       reverb_prob: probability of simulated room reverberation. Default 0.
       rt60_min, rt60_max: range of the reverberation time in seconds. Defaults 0.2, 0.8.
@@ -57,6 +64,7 @@ class AugmentConfig:
     """
 
     speed_factors: tuple[float, ...] = ()
+    vtlp_factors: tuple[float, ...] = ()
     gain_db: float = 0.0
     reverb_prob: float = 0.0
     rt60_min: float = 0.2
@@ -73,9 +81,12 @@ class AugmentConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
+        object.__setattr__(self, "vtlp_factors", tuple(float(f) for f in self.vtlp_factors))
         object.__setattr__(self, "noise_colours", tuple(self.noise_colours))
         if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(f"speed factors must lie in [0.5, 2], got {self.speed_factors}")
+        if any(not 0.7 <= f <= 1.4 for f in self.vtlp_factors):
+            raise ValueError(f"VTLP factors must lie in [0.7, 1.4], got {self.vtlp_factors}")
         for name in ("reverb_prob", "telephone_prob", "noise_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
@@ -99,12 +110,22 @@ class AugmentConfig:
             self.reverb_prob > 0 or self.telephone_prob > 0 or self.noise_prob > 0
 
     @property
+    def warps_frequency(self) -> bool:
+        """True when VTLP warps the mel filters (needs audio-mode data)."""
+        return bool(self.vtlp_factors and set(self.vtlp_factors) != {1.0})
+
+    @property
+    def needs_audio(self) -> bool:
+        """True when the perturbation acts before or inside the front end, so the data must be audio."""
+        return self.changes_waveform or self.warps_frequency
+
+    @property
     def masks_features(self) -> bool:
         return self.time_masks > 0 or self.freq_masks > 0
 
     @property
     def enabled(self) -> bool:
-        return self.changes_waveform or self.masks_features
+        return self.needs_audio or self.masks_features
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -253,6 +274,26 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
     return waveform, factor
 
 
+def vtlp_mel_weights(config: AugmentConfig, feature_config, seed):
+    """The mel filters of one utterance under VTLP: `(weights [fft_length // 2, num_mel_bins], warp factor)`.
+
+    The factor is drawn uniformly from `config.vtlp_factors` by the stateless `seed`; every factor's filters are
+    computed once, as a constant, when the pipeline is traced.
+
+    Example:
+    >>> from crnn_tf.features import FeatureConfig
+    >>> weights, factor = vtlp_mel_weights(AugmentConfig(vtlp_factors=(0.9, 1.1)), FeatureConfig(),
+    ...                                    tf.constant([1, 2], tf.int64))
+    >>> weights.shape, round(float(factor), 1) in (0.9, 1.1)
+    (TensorShape([128, 30]), True)
+    """
+    from crnn_tf.features.fbank import mel_banks
+
+    banks = tf.constant(np.stack([mel_banks(feature_config, f) for f in config.vtlp_factors]), tf.float32)
+    index = tf.random.stateless_uniform([], seed, 0, len(config.vtlp_factors), dtype=tf.int32)
+    return banks[index], tf.constant(config.vtlp_factors, tf.float32)[index]
+
+
 def perturbed_speaker_stats(speaker, clean, perturbed, var_floor: float = 1e-10):
     """Kaldi CMVN stats `[2, D + 1]` of a speaker as if all their audio had been perturbed like one utterance.
 
@@ -306,6 +347,6 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform",
+__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
            "perturbed_speaker_stats", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]

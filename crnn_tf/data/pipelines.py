@@ -39,7 +39,7 @@ Example:
 import tensorflow as tf
 
 from crnn_tf.data.augment import (AugmentConfig, perturb_waveform, perturbed_speaker_stats, spec_augment,
-                                  stretch_labels, utterance_seed)
+                                  stretch_labels, utterance_seed, vtlp_mel_weights)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
 from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
@@ -80,10 +80,10 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
     if require_labels and manifest.num_targets == 0:
         raise ValueError(f"{manifest.directory}: prepared without alignments; training pipelines need labels")
     augment = augment or AugmentConfig()
-    if augment.changes_waveform and manifest.mode != "audio":
-        raise ValueError(f"{manifest.directory}: waveform augmentation (speed, gain, reverb, telephone, noise) needs "
-                         f"data prepared with mode='audio' (crnn-prepare-data --mode=audio); this is "
-                         f"{manifest.mode!r} data")
+    if augment.needs_audio and manifest.mode != "audio":
+        raise ValueError(f"{manifest.directory}: waveform and front-end augmentation (speed, gain, reverb, "
+                         f"telephone, noise, VTLP) needs data prepared with mode='audio' (crnn-prepare-data "
+                         f"--mode=audio); this is {manifest.mode!r} data")
     paths = manifest.shard_paths
     if not paths:
         raise ValueError(f"{manifest.directory}: the manifest lists no shards")
@@ -119,8 +119,12 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
             if augment.changes_waveform:
                 clean = waveform
                 waveform, factor = perturb_waveform(waveform, augment, utt_seed, config.sample_rate)
-            static, frames = fbank(waveform[None], tf.shape(waveform)[:1], config)
-            if augment.changes_waveform and config.cmvn == "speaker":
+            mel_weights = None
+            if augment.warps_frequency:
+                mel_weights, _ = vtlp_mel_weights(augment, config,
+                                                  tf.random.experimental.stateless_fold_in(utt_seed, 2))
+            static, frames = fbank(waveform[None], tf.shape(waveform)[:1], config, mel_weights=mel_weights)
+            if augment.needs_audio and config.cmvn == "speaker":
                 clean_static, clean_frames = fbank(clean[None], tf.shape(clean)[:1], config)
                 stats = perturbed_speaker_stats(stats[0], cmvn_stats(clean_static[0, :clean_frames[0]]),
                                                 cmvn_stats(static[0, :frames[0]]))[None]

@@ -15,6 +15,8 @@ from crnn_tf.features.config import FeatureConfig
 
 _FLT_EPSILON = float(np.finfo(np.float32).eps)
 _FLT_MIN = float(np.finfo(np.float32).tiny)
+# Kaldi's --vtln-low and --vtln-high defaults: the inflection points of the VTLN warp (Hz; negative is from Nyquist).
+VTLN_LOW, VTLN_HIGH = 100.0, -500.0
 
 
 def resolve_config(config: FeatureConfig | None, options: dict) -> FeatureConfig:
@@ -28,11 +30,22 @@ def mel_scale(freq):
     return 1127.0 * np.log(1.0 + np.asarray(freq, dtype=np.float64) / 700.0)
 
 
-def mel_banks(config: FeatureConfig) -> np.ndarray:
-    """Triangular mel filters exactly as Kaldi's `MelBanks` (no VTLN).
+def mel_banks(config: FeatureConfig, vtln_warp: float = 1.0) -> np.ndarray:
+    """Triangular mel filters exactly as Kaldi's `MelBanks`, optionally VTLN-warped.
+
+    Args:
+      config: `FeatureConfig` (sample_rate, fft_length, num_mel_bins, low_freq, high_freq).
+      vtln_warp: Kaldi's VTLN warp factor (default 1.0, no warp). The bin edges move by Kaldi's piecewise-linear
+        warp with inflection points `VTLN_LOW`/`VTLN_HIGH`: a factor above 1 moves the filters down in frequency,
+        so formants land in higher bins (a shorter vocal tract).
 
     Returns:
       float64 array `[fft_length // 2, num_mel_bins]`; Kaldi never weights the Nyquist bin.
+
+    Example:
+    >>> banks = mel_banks(FeatureConfig())
+    >>> banks.shape, bool(np.all(banks >= 0))
+    ((128, 30), True)
     """
     num_fft_bins = config.fft_length // 2
     nyquist = 0.5 * config.sample_rate
@@ -42,10 +55,34 @@ def mel_banks(config: FeatureConfig) -> np.ndarray:
     mel = mel_scale(np.arange(num_fft_bins) * config.sample_rate / config.fft_length)[:, None]
     left = mel_low + np.arange(config.num_mel_bins)[None, :] * delta
     center, right = left + delta, left + 2 * delta
+    if vtln_warp != 1.0:
+        warp = _vtln_warp_function(config.low_freq, high_freq, VTLN_LOW,
+                                   VTLN_HIGH + nyquist if VTLN_HIGH < 0 else VTLN_HIGH, vtln_warp)
+        left, center, right = (mel_scale(warp(inverse_mel_scale(m))) for m in (left, center, right))
     up = (mel - left) / (center - left)
     down = (right - mel) / (right - center)
     weights = np.where(mel <= center, up, down)
     return np.where((mel > left) & (mel < right), weights, 0.0)
+
+
+def inverse_mel_scale(mel):
+    """The frequency in Hz of a mel value: 700 (exp(mel / 1127) - 1)."""
+    return 700.0 * (np.exp(np.asarray(mel, dtype=np.float64) / 1127.0) - 1.0)
+
+
+def _vtln_warp_function(low_freq, high_freq, vtln_low, vtln_high, factor):
+    """Kaldi's VTLN frequency warp: f / factor between two inflection points, linear to the fixed band edges."""
+    if not low_freq < vtln_low < vtln_high < high_freq:
+        raise ValueError(f"VTLN needs low_freq < {vtln_low} < {vtln_high} < high_freq; the mel band is "
+                         f"{low_freq}-{high_freq} Hz")
+    low, high = vtln_low * max(1.0, factor), vtln_high * min(1.0, factor)
+    slope_low = (low / factor - low_freq) / (low - low_freq)
+    slope_high = (high_freq - high / factor) / (high_freq - high)
+
+    def warp(freq):
+        return np.where(freq < low, low_freq + slope_low * (freq - low_freq),
+                        np.where(freq < high, freq / factor, high_freq + slope_high * (freq - high_freq)))
+    return warp
 
 
 def window_function(config: FeatureConfig) -> np.ndarray:
@@ -92,7 +129,7 @@ def _frame_indices(lengths, max_frames, config):
 
 
 def fbank(waveforms, lengths=None, config: FeatureConfig | None = None, *, dtype=tf.float32, seed=None,
-          **options):
+          mel_weights=None, **options):
     """Log mel filterbank features with Kaldi's semantics and column order (energy first).
 
     Args:
@@ -101,6 +138,8 @@ def fbank(waveforms, lengths=None, config: FeatureConfig | None = None, *, dtype
       config: `FeatureConfig`; default `FeatureConfig()`. Only the fbank fields are used.
       dtype: compute dtype (float32 matches Kaldi, which computes in float). Default tf.float32.
       seed: op seed for dither (only used when `config.dither > 0`).
+      mel_weights: `[fft_length // 2, num_mel_bins]` filters to use instead of `mel_banks(config)`, e.g. VTLN-warped
+        ones. Default None.
       **options: overrides of `config` fields, e.g. `sample_rate=16000, snip_edges=False`.
 
     Returns:
@@ -145,7 +184,8 @@ def fbank(waveforms, lengths=None, config: FeatureConfig | None = None, *, dtype
     power = tf.square(tf.math.real(spectrum)) + tf.square(tf.math.imag(spectrum))
     if not config.use_power:
         power = tf.sqrt(power)
-    mel = tf.tensordot(power[..., : config.fft_length // 2], tf.constant(mel_banks(config), dtype), 1)
+    weights = tf.constant(mel_banks(config), dtype) if mel_weights is None else tf.cast(mel_weights, dtype)
+    mel = tf.tensordot(power[..., : config.fft_length // 2], weights, 1)
     if config.use_log_fbank:
         mel = tf.math.log(tf.maximum(mel, _FLT_EPSILON))
     if config.use_energy:

@@ -134,6 +134,7 @@ def test_spec_augment_masks_whole_bands_across_streams():
     ({"snr_min_db": 30, "snr_max_db": 5}, "snr_min_db"),
     ({"noise_colours": ("purple",)}, "colours"),
     ({"time_masks": -1}, "time_masks"),
+    ({"vtlp_factors": (0.5,)}, "VTLP factors"),
 ])
 def test_augment_config_rejects_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -180,11 +181,29 @@ def test_pipeline_augmentation_is_deterministic_and_keeps_labels_aligned(audio_m
     assert any(not np.array_equal(first[u][0], other[u][0]) for u in first)  # another epoch, other draws
 
 
+def test_vtlp_warps_each_utterance_by_one_drawn_factor_and_keeps_its_labels(audio_manifest):
+    from crnn_tf.features.fbank import mel_banks
+
+    config = aug.AugmentConfig(vtlp_factors=(0.9, 1.1))
+    factors = {round(float(aug.vtlp_mel_weights(config, FeatureConfig(), tf.constant([7, i], tf.int64))[1]), 4)
+               for i in range(40)}
+    assert factors == {0.9, 1.1}
+    weights, factor = aug.vtlp_mel_weights(config, FeatureConfig(), tf.constant([7, 3], tf.int64))
+    np.testing.assert_allclose(weights.numpy(), mel_banks(FeatureConfig(), round(float(factor), 4)), atol=1e-6)
+    warped, again, clean = (_epoch(audio_manifest, c, 5) for c in (config, config, None))
+    for utt, (features, labels) in warped.items():
+        assert np.array_equal(features, again[utt][0])
+        assert np.array_equal(labels, clean[utt][1])  # timing untouched
+        assert not np.allclose(features, clean[utt][0], atol=1e-3)
+
+
 def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
     features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"),
                                          progress=False)
     with pytest.raises(ValueError, match="mode='audio'"):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(gain_db=3.0))
+    with pytest.raises(ValueError, match="VTLP"):
+        utterance_dataset(features_manifest, augment=aug.AugmentConfig(vtlp_factors=(0.9, 1.1)))
     masked = utterance_dataset(features_manifest, augment=aug.AugmentConfig(freq_masks=1))  # masks work on features
     assert next(iter(masked))["features"].shape[1] == 93
 

@@ -34,6 +34,36 @@ def test_fbank_matches_kaldi_native_fbank(sample_rate, use_energy, snip_edges):
     np.testing.assert_allclose(features.numpy(), expected, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("sample_rate", [8000, 16000])
+@pytest.mark.parametrize("warp", [0.85, 0.95, 1.0, 1.1, 1.2])
+def test_vtln_warped_mel_banks_match_kaldi_native_fbank(sample_rate, warp):
+    from crnn_tf.features.fbank import mel_banks
+
+    cfg = FeatureConfig(sample_rate=sample_rate)
+    opts = knf.MelBanksOptions()
+    opts.num_bins, opts.low_freq, opts.high_freq = cfg.num_mel_bins, cfg.low_freq, cfg.high_freq
+    opts.use_slaney_mel_scale, opts.norm = False, "none"  # Kaldi's own mel scale, unnormalised triangles
+    frame_opts = knf.FrameExtractionOptions()
+    frame_opts.samp_freq = sample_rate
+    banks = knf.MelBanks(opts, frame_opts, warp)
+    unit = np.eye(cfg.fft_length // 2 + 1, dtype=np.float32)
+    expected = np.stack([banks.compute(unit[i]) for i in range(cfg.fft_length // 2)])
+    np.testing.assert_allclose(mel_banks(cfg, warp), expected, atol=2e-5, rtol=0)
+
+
+def test_vtln_warp_moves_a_tone_to_higher_bands_for_a_factor_above_one():
+    from crnn_tf.features.fbank import mel_banks
+
+    cfg = FeatureConfig(use_energy=False)
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(4000) / 8000) * 1000).astype(np.float32)
+    peaks = [int(np.argmax(fbank(tone, config=cfg, mel_weights=mel_banks(cfg, w))[0].numpy().mean(0)))
+             for w in (0.9, 1.0, 1.1)]
+    assert peaks[0] < peaks[1] < peaks[2]
+    np.testing.assert_array_equal(fbank(tone, config=cfg, mel_weights=mel_banks(cfg))[0], fbank(tone, config=cfg)[0])
+    with pytest.raises(ValueError, match="VTLN needs"):
+        mel_banks(FeatureConfig(low_freq=150.0), 1.1)
+
+
 def test_keyword_overrides_equal_config():
     waveform = synth(0.2, 16000).astype(np.float32)
     a, _ = fbank(waveform, sample_rate=16000, num_mel_bins=23)
