@@ -276,21 +276,14 @@ def decoding_graph(hmm: dict, penalty: float, words: list[str] | None = None) ->
     """The word-loop HCLG over `words` (default the whole lexicon) with `penalty` on every word (built once, beside
     the model's graph)."""
     import hashlib
-    import shutil
 
-    from crnn_tf.hmm import graph as hmm_graph
-    from crnn_tf.hmm import lang as hmm_lang
+    from crnn_tf.hmm.graph import make_word_loop_graph
 
     if penalty == 0 and words is None:
         return hmm["graph"]
     vocabulary = "all" if words is None else hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:10]
     root = pathlib.Path(hmm["graph"]).parent / "graphs" / f"{vocabulary}_wip{penalty:g}"
-    if not (root / "graph" / "HCLG.fst").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.copytree(hmm["lang"], root / "lang")
-        hmm_lang.make_word_loop_grammar(str(root / "lang"), words, word_insertion_penalty=penalty)
-        hmm_graph.make_hclg(str(root / "lang"), hmm["model"], str(root / "graph"))
-    return str(root / "graph")
+    return make_word_loop_graph(hmm["lang"], hmm["model"], str(root), words, word_insertion_penalty=penalty)
 
 
 def _score_sets(data: dict, decode, hyp_dir: pathlib.Path) -> dict:

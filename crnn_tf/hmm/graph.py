@@ -15,7 +15,7 @@ import shutil
 import kaldi_hmm_gmm as khg
 import kaldifst
 
-from crnn_tf.hmm.lang import Lang
+from crnn_tf.hmm.lang import Lang, make_word_loop_grammar
 
 
 def make_hclg(lang_dir: str, model_path: str, graph_dir: str, *, tm=None, tree=None, transition_scale: float = 1.0,
@@ -80,6 +80,32 @@ def make_hclg(lang_dir: str, model_path: str, graph_dir: str, *, tm=None, tree=N
     with open(os.path.join(graph_dir, "disambig_tid.int"), "w") as f:
         f.write("".join(f"{t}\n" for t in disambig_tids))
     return HCLG
+
+
+def make_word_loop_graph(lang_dir: str, model_path: str, out_dir: str, words: list[str] | None = None, *,
+                         word_insertion_penalty: float = 0.0) -> str:
+    """A word-loop HCLG over `words` with a penalty on every word, built once under `out_dir` (reused when there).
+
+    For decoding a test set with its own task's vocabulary (e.g. ten digits where the lexicon also has "OH") and for
+    sweeping the word insertion penalty as Kaldi's score.sh does.
+
+    Args:
+      lang_dir: lang directory from `prepare_lang` (copied to `out_dir/lang`, whose G.fst is replaced).
+      model_path: final.mdl.
+      out_dir: where `lang/` and `graph/` go.
+      words: the loop's words; default every word of the lexicon.
+      word_insertion_penalty: extra cost on every word. Default 0.
+
+    Returns:
+      The graph directory (`out_dir/graph`).
+    """
+    graph_dir = os.path.join(out_dir, "graph")
+    if not os.path.exists(os.path.join(graph_dir, "HCLG.fst")):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.copytree(lang_dir, os.path.join(out_dir, "lang"))
+        make_word_loop_grammar(os.path.join(out_dir, "lang"), words, word_insertion_penalty=word_insertion_penalty)
+        make_hclg(os.path.join(out_dir, "lang"), model_path, graph_dir)
+    return graph_dir
 
 
 def _relabel_to_epsilon(fst: kaldifst.StdVectorFst, labels: set[int]) -> None:

@@ -45,6 +45,8 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert "| CLSTM | `CLstm8P8+Pool3+Lstm32P16+ReLU64` |" in table and table in first.stdout + table
     for chart in ("learning_curves.png", "error_rates.png"):
         assert (report / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hyps = (work / "decode" / "FFNN" / "synthetic" / "hyp.txt").read_text().splitlines()
+    assert len(hyps) == rows[0]["results"]["synthetic"]["utterances"]
     # The served exports are TF Serving layout: <base>/<name>/<version>/saved_model.pb.
     assert (work / "export" / "CLSTM" / "1" / "saved_model.pb").exists()
 
@@ -89,7 +91,14 @@ def _recognize_with_the_client(work, tmp_path):
 def test_real_recordings_join_the_synthetic_corpus_by_speaker(tmp_path):
     """Stages 0-1 with an FSDD-shaped checkout: combined data dirs, a GMM bootstrapped on the synthetic timings that
     aligns the recordings, the union retrained, and a digit-loop graph; the stage range is honoured."""
+    import pathlib
+
+    import kaldifst
+
+    from crnn_tf.corpus.fsdd import DIGIT_WORDS
     from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table
+    from crnn_tf.hmm.graph import make_word_loop_graph
+    from crnn_tf.hmm.lang import read_symbols
     from tests.corpus.test_fsdd import _fake_fsdd
 
     fsdd = _fake_fsdd(tmp_path / "fsdd", takes=2)
@@ -112,5 +121,14 @@ def test_real_recordings_join_the_synthetic_corpus_by_speaker(tmp_path):
     hmm = json.loads((work / "done" / "hmm").read_text())
     assert len(aligned) + hmm["failed_utts"] == len(train)
     assert (work / "hmm" / "graph" / "HCLG.fst").exists()
+    # FSDD's sets are decoded with a loop over its ten digits, the synthetic ones over the whole lexicon (with OH).
+    assert data["vocabularies"] == {"fsdd": list(DIGIT_WORDS), "dev_fsdd": list(DIGIT_WORDS)}
+    graph = pathlib.Path(make_word_loop_graph(hmm["lang"], hmm["model"], str(tmp_path / "digits"),
+                                              data["vocabularies"]["fsdd"]))
+    words = {v: k for k, v in read_symbols(str(graph.parent / "lang" / "words.txt")).items()}
+    grammar = kaldifst.StdVectorFst.read(str(graph.parent / "lang" / "G.fst"))
+    assert (graph / "HCLG.fst").exists()
+    loop = {words[arc.olabel] for state in range(grammar.num_states) for arc in kaldifst.ArcIterator(grammar, state)}
+    assert loop == set(DIGIT_WORDS) and "OH" in words.values()
     later = subprocess.run(args + ["--stage=3"], capture_output=True, text=True, timeout=600, cwd=root)
     assert later.returncode != 0 and "stage features (2) has not run yet" in later.stderr
