@@ -17,7 +17,7 @@ flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band) or 16000.")
 flags.DEFINE_integer("seed", 0, "Random seed: the corpus is a function of the flags.")
 flags.DEFINE_float("noise_prob", 0.7, "Share of utterances with additive noise (10-40 dB SNR).")
 flags.DEFINE_integer("num_workers", 0, "Processes (0: all cores).")
-flags.DEFINE_list("synthesizers", ["espeak", "flite", "festival"], "Synthesisers (espeak and flite required; festival "
+flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers (espeak and flite required; festival "
                   "adds three training voices).")
 flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass to 300-3400 Hz (a telephone channel).")
 

@@ -41,7 +41,7 @@ flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/d
                      "no synthetic speech.")
 flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
 flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band, the paper's domain; FSDD's rate) or 16000.")
-flags.DEFINE_list("synthesizers", ["espeak", "flite", "festival"], "Synthesisers of the synthetic corpus (espeak and "
+flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers of the synthetic corpus (espeak and "
                   "flite required; festival adds three training voices).")
 flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass the synthetic corpus to 300-3400 Hz (a telephone channel).")
 flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")

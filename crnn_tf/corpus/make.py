@@ -57,14 +57,15 @@ class Voice:
 
 
 def split_voices(seed: int, num_test: int = 6, num_dev: int = 4,
-                 synthesizers=synth.SYNTHESIZERS) -> dict[str, list[Voice]]:
+                 synthesizers=synth.DEFAULT_SYNTHESIZERS) -> dict[str, list[Voice]]:
     """Assigns voices to train/dev/test, disjointly and deterministically by seed.
 
     Args:
       seed: shuffles the espeak voices.
       num_test, num_dev: espeak voices held out for test (default 6) and dev (default 4); flite's rms is always
         test and awb dev; the festival voices are always train.
-      synthesizers: the synthesisers whose voices take part (default all three; espeak and flite are required).
+      synthesizers: the synthesisers whose voices take part (default espeak and flite, which are required; add
+        "festival" for its three training voices).
 
     Example:
       >>> v = split_voices(0); set(v["test"]).isdisjoint(v["train"])
@@ -237,7 +238,7 @@ def _render(job: _Job):
 def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", sample_rate: int = 8000, seed: int = 0,
                 telephone: bool | None = None, noise_prob: float = 0.7, split_fractions=(0.1, 0.1),
                 max_words: int | None = None, num_workers: int | None = None,
-                synthesizers=synth.SYNTHESIZERS) -> dict:
+                synthesizers=synth.DEFAULT_SYNTHESIZERS) -> dict:
     """Generates a synthetic Kaldi-layout corpus with phone timings.
 
     Args:
@@ -252,8 +253,8 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
       split_fractions: (dev, test) shares of the utterances (default 10% each); the rest is train.
       max_words: longest utterance in words (default 7 for digits, 3 for commands).
       num_workers: processes (default: os.cpu_count()).
-      synthesizers: which synthesisers speak (default all: "espeak", "flite", "festival"); festival adds training
-        voices only, so leaving it out changes the training set but not the dev and test voices.
+      synthesizers: which synthesisers speak (default "espeak", "flite"); "festival" adds training voices only, so
+        it changes the training set but not the dev and test voices.
 
     Returns:
       The summary also written to corpus.json (counts, voices per split, seconds taken).

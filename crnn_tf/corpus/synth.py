@@ -30,6 +30,7 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
                    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
 SYNTHESIZERS = ("espeak", "flite", "festival")
+DEFAULT_SYNTHESIZERS = ("espeak", "flite")
 
 
 class MissingToolError(RuntimeError):

@@ -17,10 +17,24 @@ from crnn_tf.hmm.lang import read_lexicon
 def test_layout_and_timings(tiny_corpus):
     info = json.load(open(tiny_corpus / "corpus.json"))
     assert info["counts"] == {"train": 96, "dev": 12, "test": 12}
-    lex = {w: p for w, p in read_lexicon(tiny_corpus / "dict" / "lexicon.txt")}
+    spk = _check_layout_and_timings(tiny_corpus)
+    assert {s.split("_")[0] for s in spk["train"]} == {"espeak", "flite"}
+
+
+def test_festival_voices_join_the_training_split(tmp_path):
+    make_corpus(str(tmp_path), num_utterances=40, seed=3, num_workers=2,
+                synthesizers=("espeak", "flite", "festival"))
+    spk = _check_layout_and_timings(tmp_path)
+    assert {s.split("_")[0] for s in spk["train"]} == {"espeak", "flite", "festival"}
+    assert not any(s.startswith("festival") for s in spk["dev"] | spk["test"])
+
+
+def _check_layout_and_timings(root):
+    """Checks every split of a corpus; returns the speakers of each split."""
+    lex = {w: p for w, p in read_lexicon(root / "dict" / "lexicon.txt")}
     spk = {}
     for split in ("train", "dev", "test"):
-        d = tiny_corpus / split
+        d = root / split
         wavs, text, u2s = read_table(d / "wav.scp"), read_table(d / "text"), read_table(d / "utt2spk")
         assert sorted(wavs) == sorted(text) == sorted(u2s) == list(wavs)  # Kaldi sort order
         times = read_phone_times(d / "phone_times.ctm")
@@ -37,8 +51,7 @@ def test_layout_and_timings(tiny_corpus):
             assert [s.phone for s in segs if s.phone != SIL] == expected
             assert utt.startswith(u2s[utt])
     assert not spk["test"] & spk["train"] and not spk["dev"] & spk["train"]
-    assert {s.split("_")[0] for s in spk["train"]} == {"espeak", "flite", "festival"}
-    assert not any(s.startswith("festival") for s in spk["dev"] | spk["test"])
+    return spk
 
 
 def test_deterministic_and_independent_of_workers(tmp_path):
@@ -79,8 +92,8 @@ def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
 
 
 def test_synthesizers_choose_the_training_voices(tmp_path):
-    without = split_voices(0, synthesizers=("espeak", "flite"))
-    with_festival = split_voices(0)
+    without = split_voices(0)
+    with_festival = split_voices(0, synthesizers=("espeak", "flite", "festival"))
     assert {v.name for v in with_festival["train"]} - {v.name for v in without["train"]} == set(FESTIVAL_VOICES)
     assert with_festival["dev"] == without["dev"] and with_festival["test"] == without["test"]
     with pytest.raises(ValueError, match="must include espeak and flite"):
