@@ -283,18 +283,18 @@ def decoding_graph(hmm: dict, penalty: float) -> str:
     return str(root / "graph")
 
 
-def _score_sets(data: dict, decode) -> dict:
+def _error_rates(data: dict, decode) -> dict:
     """Tunes acoustic scale and word insertion penalty on each dev set, then decodes each test set with its own
     dev set's choice. `decode(set_names, scale, penalty)` returns (refs, hyps) over those sets.
 
     Returns:
       `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty, …}}`.
     """
-    from crnn_tf.hmm.scoring import score
+    from crnn_tf.hmm.error_rate import error_rate
 
     def result(names, scale, penalty):
         refs, hyps = decode(names, scale, penalty)
-        wer, cer = score(refs, hyps, "WER"), score(refs, hyps, "CER")
+        wer, cer = error_rate(refs, hyps, "WER"), error_rate(refs, hyps, "CER")
         low, high = wer.interval()
         return {"wer": wer.rate, "errors": wer.errors, "words": wer.ref_len, "interval": [low, high],
                 "cer": cer.rate, "cer_errors": cer.errors, "utterances": len(refs), "acoustic_scale": scale,
@@ -366,7 +366,7 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
         server.stop()
     scoring_seconds = time.time() - start
 
-    results = _score_sets(data, _decoder_over(hmm, sets, logliks))
+    results = _error_rates(data, _decoder_over(hmm, sets, logliks))
     results["scoring_real_time_factor"] = scoring_seconds / max(audio_seconds, 1e-9)
     return results
 
@@ -400,7 +400,7 @@ def gmm_decode_stage(hmm: dict, data: dict) -> dict:
     _, gmm = read_gmm_model(hmm["model"])
     sets = decoding_sets(data)
     logliks = {name: {u: gmm.loglik(f) for u, f in compute_mfcc(path).items()} for name, path in sets.items()}
-    return _score_sets(data, _decoder_over(hmm, sets, logliks))
+    return _error_rates(data, _decoder_over(hmm, sets, logliks))
 
 
 def _count_params(work: pathlib.Path, name: str) -> int:
