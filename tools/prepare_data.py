@@ -17,10 +17,7 @@ flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments
 flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
 flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
 flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
-flags.DEFINE_string("feature_config", None, "JSON file with a FeatureConfig; default FeatureConfig().")
 flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
-flags.DEFINE_enum("cmvn", None, ["utterance", "speaker", "global", "none"], "Override the config's CMVN mode.")
-flags.DEFINE_integer("sample_rate", None, "Override the config's sample rate.")
 flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
 flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
 flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
@@ -28,20 +25,15 @@ flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and ali
 flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
                     "normalise this data (use it for dev and test data).")
 flags.DEFINE_bool("progress", True, "Show progress bars.")
+common_flags.define_feature_flags()
 
 
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from crnn_tf.data.prepare import prepare_data_dir
-    from crnn_tf.features import FeatureConfig
 
-    config = FeatureConfig()
-    if FLAGS.feature_config:
-        with open(FLAGS.feature_config) as f:
-            config = FeatureConfig.from_json(f.read())
-    overrides = {k: v for k, v in (("cmvn", FLAGS.cmvn), ("sample_rate", FLAGS.sample_rate)) if v is not None}
-    config = config.replace(**overrides)
+    config = common_flags.feature_config_from_flags()
     global_stats = None
     if FLAGS.global_cmvn_from:
         from crnn_tf.data.tfrecords import read_manifest

@@ -30,6 +30,7 @@ import time
 
 from absl import app, flags, logging
 
+from crnn_tf.features.config import FeatureConfig
 from tools import common_flags
 
 FLAGS = flags.FLAGS
@@ -39,7 +40,6 @@ flags.DEFINE_string("report_dir", "report", "Where the table and the charts go."
 flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/dev/test (10% dev, 10% test); 0 for "
                      "no synthetic speech.")
 flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
-flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band, the paper's domain; FSDD's rate) or 16000.")
 flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
 flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
 flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
@@ -60,14 +60,10 @@ flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momen
                   "at demo scale.")
 flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
 flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
-flags.DEFINE_enum("cmvn", "speaker", ["utterance", "speaker", "global", "none"],
-                  "Feature normalisation. speaker: Kaldi's per-speaker cmvn.scp (the served waveform signature takes "
-                  "each request's speaker stats); utterance hurts on short, trimmed recordings.")
-flags.DEFINE_bool("norm_vars", True, "Normalise variances too (apply-cmvn --norm-vars).")
-flags.DEFINE_float("low_freq", 20.0, "Lowest mel-filter edge in Hz (300 keeps the features inside the telephone band "
-                   "the synthetic corpus is limited to).")
-flags.DEFINE_float("high_freq", 0.0, "Highest mel-filter edge in Hz; ≤ 0 means Nyquist + high_freq (-600 at 8 kHz "
-                   "gives 3400).")
+# The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
+# variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
+# request's speaker stats.
+common_flags.define_feature_flags(FeatureConfig(cmvn="speaker", norm_vars=True))
 common_flags.define_augment_flags(None)
 flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
                                       "0.2"],
@@ -127,7 +123,7 @@ def data_stage(work: pathlib.Path) -> dict:
     synthetic_train = None
     if FLAGS.num_utterances > 0:
         corpus = make_corpus(str(work / "corpus"), num_utterances=FLAGS.num_utterances, task=FLAGS.task,
-                             sample_rate=FLAGS.sample_rate, seed=FLAGS.seed)
+                             sample_rate=common_flags.feature_config_from_flags().sample_rate, seed=FLAGS.seed)
         synthetic_train = str(work / "corpus" / "train")
         train.append(synthetic_train)
         dev.append(str(work / "corpus" / "dev"))
@@ -136,7 +132,7 @@ def data_stage(work: pathlib.Path) -> dict:
     if FLAGS.fsdd:
         from crnn_tf.corpus.fsdd import prepare_fsdd, scan_recordings
 
-        if FLAGS.task != "digits" or FLAGS.sample_rate != 8000:
+        if FLAGS.task != "digits" or common_flags.feature_config_from_flags().sample_rate != 8000:
             raise app.UsageError("FSDD holds 8 kHz digits: use --task=digits --sample_rate=8000")
         speakers = sorted({r.speaker for r in scan_recordings(FLAGS.fsdd)})
         test_speakers = speakers if FLAGS.fsdd_test_speakers == ["all"] else FLAGS.fsdd_test_speakers
@@ -223,10 +219,8 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
 
 def features_stage(work: pathlib.Path, data: dict, hmm: dict) -> dict:
     from crnn_tf.data.prepare import prepare_data_dir
-    from crnn_tf.features import FeatureConfig
 
-    config = FeatureConfig(sample_rate=FLAGS.sample_rate, cmvn=FLAGS.cmvn, norm_vars=FLAGS.norm_vars,
-                           low_freq=FLAGS.low_freq, high_freq=FLAGS.high_freq)
+    config = common_flags.feature_config_from_flags()
     mode = "audio" if common_flags.augment_from_flags().changes_waveform else "features"
     train = prepare_data_dir(data["train"], str(work / "prepared" / "train"), alignments=hmm["pdf_ali"],
                              config=config, num_targets=hmm["num_pdfs"], mode=mode, progress=False)
@@ -332,7 +326,6 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
 
     from crnn_tf.data.datadir import DataDir
     from crnn_tf.export.saved_model import read_metadata
-    from crnn_tf.features import FeatureConfig
     from serving.recognize import remote_log_likelihoods
     from serving.server import Server
 
@@ -445,12 +438,12 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
     if not recipe.wanted("report"):
         return None
-    augment = common_flags.augment_from_flags()
+    augment, features = common_flags.augment_from_flags(), common_flags.feature_config_from_flags()
     notes = (f"Data: {json.dumps(data['info'])}; train {data['counts']['train']} utterances, dev "
              f"{data['counts']['dev']} (every test speaker unseen in training). {hmm['num_pdfs']} senones "
              f"(monophone states); GMM-HMM phone agreement with the synthesiser's timings: "
-             f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {FLAGS.cmvn} CMVN"
-             f"{' with variances' if FLAGS.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, lr "
+             f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {features.cmvn} CMVN"
+             f"{' with variances' if features.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, lr "
              f"{FLAGS.lr_initial} → {FLAGS.lr_final}, augmentation {json.dumps(augment.to_dict())}. Audio scored "
              f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop; acoustic scale "
              f"(tried {', '.join(FLAGS.acoustic_scales)}) and word insertion penalty (tried "
@@ -475,7 +468,7 @@ def main(argv):
 
 
 def run():
-    common_flags.run_tool(main, __name__, "tools.common_flags")
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

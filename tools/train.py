@@ -57,7 +57,7 @@ def main(argv):
 def run():
     """Console-script entry point (`crnn-train`)."""
     flags.mark_flags_as_required(["model_spec", "train_data", "model_dir"])
-    common_flags.run_tool(main, __name__, "tools.common_flags")
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":
