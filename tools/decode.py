@@ -17,15 +17,20 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
-flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
-flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
-flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
-flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
-flags.DEFINE_string("ref_text", None, "Reference Kaldi text: writes wer.txt and cer.txt.")
-flags.DEFINE_string("out_dir", None, "Output directory.")
-flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
-flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt "
+                                      "optional.")
+    flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
+    flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
+    flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
+    flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
+    flags.DEFINE_string("ref_text", None, "Reference Kaldi text: writes wer.txt and cer.txt.")
+    flags.DEFINE_string("out_dir", None, "Output directory.")
+    flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
+    flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
 
 
 def main(argv):
@@ -69,6 +74,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     flags.mark_flag_as_required("graph_dir")
     flags.mark_flag_as_required("out_dir")
     common_flags.run_tool(main, __name__)

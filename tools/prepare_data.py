@@ -13,19 +13,23 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments], utt2spk, … or feats.scp).")
-flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
-flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
-flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
-flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
-flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
-flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
-flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
-flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
-flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
-                    "normalise this data (use it for dev and test data).")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
-common_flags.define_feature_flags()
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments], utt2spk, … or feats.scp).")
+    flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
+    flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
+    flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
+    flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
+    flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
+    flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
+    flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
+    flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
+    flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
+                        "normalise this data (use it for dev and test data).")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+    common_flags.define_feature_flags()
 
 
 def main(argv):
@@ -60,6 +64,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-prepare-data`)."""
+    define_flags()
     flags.mark_flags_as_required(["data_dir", "output_dir"])
     common_flags.run_tool(main, __name__)
 

@@ -34,53 +34,56 @@ from crnn_tf.features.config import FeatureConfig
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("work_dir", "exp/demo", "Where every stage writes (corpus/, fsdd/, data/, hmm/, prepared/, "
-                    "models/, export/).")
-flags.DEFINE_string("report_dir", "report", "Where the table and the charts go.")
-flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/dev/test (10% dev, 10% test); 0 for "
-                     "no synthetic speech.")
-flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
-flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
-flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
-flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
-flags.DEFINE_list("fsdd_train_speakers", [], "FSDD training speakers (default: all but the test speakers); 'none' "
-                  "to train on no FSDD audio.")
-flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
-flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
-flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
-flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
-flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
-flags.DEFINE_list("nets", [
-    "FFNN=3xReLU512",
-    "LSTMP=Lstm384P128+2xReLU512",
-    "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
-], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
-flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
-flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momentum SGD; adam converges faster "
-                  "at demo scale.")
-flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
-flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
-# The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
-# variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
-# request's speaker stats.
-common_flags.define_feature_flags(FeatureConfig(cmvn="speaker", norm_vars=True))
-common_flags.define_augment_flags(None)
-flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
-                                      "0.2"],
-                  "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); every "
-                  "test set is decoded with the one best on dev.")
-flags.DEFINE_list("word_insertion_penalties", ["0", "0.5", "1", "2"],
-                  "Word insertion penalties tried on dev with every acoustic scale (as Kaldi's score.sh does).")
-flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
-flags.DEFINE_integer("decode_workers", 2, "Concurrent recognition requests to the server.")
-flags.DEFINE_integer("stage", 0, "First stage to run (0 data … 6 report); earlier stages must have finished.")
-flags.DEFINE_integer("stop_stage", 6, "Last stage to run.")
-
 STAGES = ("data", "hmm", "features", "train", "export", "decode", "report")
 # SpecAugment on by default: it took the FSDD held-out-speaker WER from 3.4 % to 0.8 % (docs/real_speech.md).
 RECIPE_AUGMENT = {"time_masks": 2, "time_mask_frames": 5, "freq_masks": 2, "freq_mask_bands": 4}
-for _name, _value in RECIPE_AUGMENT.items():
-    FLAGS.set_default(common_flags.AUGMENT_PREFIX + _name, _value)
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("work_dir", "exp/demo", "Where every stage writes (corpus/, fsdd/, data/, hmm/, prepared/, "
+                        "models/, export/).")
+    flags.DEFINE_string("report_dir", "report", "Where the table and the charts go.")
+    flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/dev/test (10% dev, 10% test); 0 for "
+                         "no synthetic speech.")
+    flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
+    flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
+    flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
+    flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
+    flags.DEFINE_list("fsdd_train_speakers", [], "FSDD training speakers (default: all but the test speakers); 'none' "
+                      "to train on no FSDD audio.")
+    flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
+    flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
+    flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
+    flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
+    flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
+    flags.DEFINE_list("nets", [
+        "FFNN=3xReLU512",
+        "LSTMP=Lstm384P128+2xReLU512",
+        "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
+    ], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
+    flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
+    flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momentum SGD; adam converges faster "
+                      "at demo scale.")
+    flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
+    flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
+    # The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
+    # variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
+    # request's speaker stats.
+    common_flags.define_feature_flags(FeatureConfig(cmvn="speaker", norm_vars=True))
+    common_flags.define_augment_flags(None)
+    flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
+                                          "0.2"],
+                      "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); "
+                      "every test set is decoded with the one best on dev.")
+    flags.DEFINE_list("word_insertion_penalties", ["0", "0.5", "1", "2"],
+                      "Word insertion penalties tried on dev with every acoustic scale (as Kaldi's score.sh does).")
+    flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
+    flags.DEFINE_integer("decode_workers", 2, "Concurrent recognition requests to the server.")
+    flags.DEFINE_integer("stage", 0, "First stage to run (0 data … 6 report); earlier stages must have finished.")
+    flags.DEFINE_integer("stop_stage", 6, "Last stage to run.")
+    for name, value in RECIPE_AUGMENT.items():
+        FLAGS.set_default(common_flags.AUGMENT_PREFIX + name, value)
 
 
 class Recipe:
@@ -468,6 +471,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     common_flags.run_tool(main, __name__)
 
 

@@ -81,6 +81,19 @@ def test_a_bad_flag_is_a_usage_error_naming_it(bad_flags, script):
     assert "Traceback" not in done.stderr
 
 
+def test_importing_every_tool_in_one_process_defines_no_flags():
+    """Tools define their flags when they run: importing several (a test, a notebook) neither defines flags nor
+    raises DuplicateFlagError on the names they share (--model_name, --sample_rate, --graph_dir, …)."""
+    modules = sorted({target.split(":")[0] for target in CONSOLE_SCRIPTS.values()} | {"tools.train_keras_fit"})
+    code = ("import importlib, sys; from absl import flags\n"
+            "for name in sys.argv[1:]: importlib.import_module(name)\n"
+            "print(sorted(m for m in flags.FLAGS.flags_by_module_dict() if m.split('.')[0] in ('tools', 'serving')))")
+    done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_a_bad_value_names_the_problem():
     done = _run([os.path.join(BIN, "crnn-prepare-fsdd"), "--fsdd_dir=/nowhere", "--output_dir=/tmp/x",
                  "--test_speakers=a"])

@@ -14,6 +14,16 @@ from tests.data.fixtures import add_utterance, make_data_dir
 from tools import common_flags, prepare_data
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tool_flags():
+    """crnn-prepare-data's flags, defined as its run() does, and removed again for the other tests of the process."""
+    before = set(flags.FLAGS)
+    prepare_data.define_flags()
+    yield
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)
+
+
 def test_cli_prepares_and_reports(tmp_path, capsys):
     data_dir, samples = make_data_dir(tmp_path, num_utts=3)
     add_utterance(data_dir, "zz-broken", "false |")
