@@ -25,7 +25,7 @@ def main(argv):
     from crnn_tf.hmm.align import align_data_dir, read_gmm_model
     from crnn_tf.hmm.decoder import HybridDecoder
     from crnn_tf.hmm.features import compute_mfcc
-    from crnn_tf.hmm.scoring import score
+    from crnn_tf.hmm.error_rate import error_rate
 
     corpus, exp = os.path.join(FLAGS.work_dir, "corpus"), os.path.join(FLAGS.work_dir, "exp")
     if not os.path.exists(os.path.join(corpus, "corpus.json")):
@@ -49,7 +49,7 @@ def main(argv):
         "utterances": len(scores), "audio_seconds": round(audio_seconds, 1), "hclg_states": dec.hclg.num_states,
         "rtf_single_process": round(single / audio_seconds, 5),
         f"rtf_decode_many_{FLAGS.num_workers}_workers_incl_startup": round(many / audio_seconds, 5),
-        "gmm_test_wer": score(refs, {r.utt: r.words for r in results}).summary()}))
+        "gmm_test_wer": error_rate(refs, {r.utt: r.words for r in results}).summary()}))
 
 
 if __name__ == "__main__":

@@ -11,15 +11,19 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", None, "Training data dir (wav.scp, text, utt2spk; phone_times.ctm for --init=timings).")
-flags.DEFINE_string("dict", None, "Kaldi dict dir (default: <data>/../dict, where crnn-make-corpus puts it).")
-flags.DEFINE_string("exp", None, "Output directory (lang/, mono/, graph/).")
-flags.DEFINE_enum("init", "timings", ["timings", "flat"], "Bootstrap from phone timings, or flat start.")
-flags.DEFINE_integer("num_iters", 20, "EM iterations.")
-flags.DEFINE_integer("max_gauss", 1000, "Total Gaussians after mixture growth.")
-flags.DEFINE_integer("lm_order", 2, "n-gram order of G.")
-flags.DEFINE_string("kaldi_ali", None, "Instead of training: a Kaldi transition-id alignment ark to convert.")
-flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("data", None, "Training data dir (wav.scp, text, utt2spk; phone_times.ctm for --init=timings).")
+    flags.DEFINE_string("dict", None, "Kaldi dict dir (default: <data>/../dict, where crnn-make-corpus puts it).")
+    flags.DEFINE_string("exp", None, "Output directory (lang/, mono/, graph/).")
+    flags.DEFINE_enum("init", "timings", ["timings", "flat"], "Bootstrap from phone timings, or flat start.")
+    flags.DEFINE_integer("num_iters", 20, "EM iterations.")
+    flags.DEFINE_integer("max_gauss", 1000, "Total Gaussians after mixture growth.")
+    flags.DEFINE_integer("lm_order", 2, "n-gram order of G.")
+    flags.DEFINE_string("kaldi_ali", None, "Instead of training: a Kaldi transition-id alignment ark to convert.")
+    flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
 
 
 def main(argv):
@@ -45,6 +49,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     flags.mark_flag_as_required("exp")
     common_flags.run_tool(main, __name__)
 

@@ -10,7 +10,8 @@ AUGMENT_PREFIX = "augment_"
 
 
 def field_docs(cls) -> dict[str, str]:
-    """`{field: help}` from a dataclass docstring's `Args:`/`Attributes:` entries.
+    """`{field: help}` from a dataclass docstring's `Args:`/`Attributes:` entries, less their closing "Default …"
+    sentence (absl prints each flag's default itself, and a tool may choose another one).
 
     An entry is `name[, name…]: text`, continued on more deeply indented lines; `a: text. b: text` on one line is
     two entries.
@@ -30,12 +31,13 @@ def field_docs(cls) -> dict[str, str]:
     for _, text in entries:
         for part in re.split(r"(?<=\.) (?=[a-z_0-9]+(?:, [a-z_0-9]+)*: )", text):
             names, _, help_text = part.partition(": ")
+            help_text = re.sub(r"(?<=\.) Defaults? [^:]*$", "", help_text)
             for name in names.split(", "):
                 docs.setdefault(name, help_text)
     return docs
 
 
-def define_dataclass_flags(cls, *, exclude=(), choices=None, required=()) -> list[str]:
+def define_dataclass_flags(cls, *, exclude=(), choices=None, required=(), defaults=None) -> list[str]:
     """One flag per field of dataclass `cls` (same name, its default, its docstring entry as help).
 
     Args:
@@ -43,6 +45,7 @@ def define_dataclass_flags(cls, *, exclude=(), choices=None, required=()) -> lis
       exclude: fields that get no flag (derived or nested settings).
       choices: `{field: allowed values}` for enum flags.
       required: fields without a default (their flag defaults to None; mark them required in `run`).
+      defaults: an instance of `cls` whose values are the flags' defaults. Default: the fields' own defaults.
 
     Returns:
       The names of the flags defined, to build `cls(**{name: FLAGS[name].value …})` from.
@@ -51,7 +54,7 @@ def define_dataclass_flags(cls, *, exclude=(), choices=None, required=()) -> lis
     for field in dataclasses.fields(cls):
         if field.name in exclude:
             continue
-        default = None if field.name in required else field.default
+        default = None if field.name in required else getattr(defaults, field.name, field.default)
         help_text = docs.get(field.name) or f"{cls.__name__}.{field.name}"
         if field.name in choices:
             flags.DEFINE_enum(field.name, default, list(choices[field.name]), help_text)
@@ -103,6 +106,45 @@ def augment_from_flags():
     return AugmentConfig(**values)
 
 
+# The FeatureConfig fields a user commonly changes get a flag each; --feature_config (JSON) sets any field.
+FEATURE_OPTIONS = ("sample_rate", "num_mel_bins", "low_freq", "high_freq", "dither", "cmvn", "norm_vars")
+
+
+def define_feature_flags(defaults=None) -> None:
+    """The feature options (`crnn_tf.features.FeatureConfig`), the same in every tool that computes features:
+    `--feature_config`, a JSON file with a whole config, and one flag per `FEATURE_OPTIONS` field (help text from
+    the field's docstring entry) that changes it.
+
+    Args:
+      defaults: a `FeatureConfig` whose values are the flags' defaults (the config used when neither the file nor a
+        flag is given). Default `FeatureConfig()`.
+    """
+    from crnn_tf.features.config import CMVN_MODES, FeatureConfig
+
+    flags.DEFINE_string("feature_config", None, "JSON file with a whole FeatureConfig (crnn_tf.features); the feature "
+                        "flags given on the command line change it. Default: the feature flags' defaults.")
+    define_dataclass_flags(FeatureConfig, exclude=[f.name for f in dataclasses.fields(FeatureConfig)
+                                                   if f.name not in FEATURE_OPTIONS],
+                           choices={"cmvn": CMVN_MODES}, defaults=defaults)
+
+
+def feature_config_from_flags():
+    """The `FeatureConfig` the feature flags describe: `--feature_config`'s file changed by the feature flags given
+    on the command line or, without the file, the feature flags' values."""
+    from absl import app
+
+    from crnn_tf.features.config import FeatureConfig
+
+    try:
+        if FLAGS.feature_config:
+            with open(FLAGS.feature_config) as f:
+                base = FeatureConfig.from_json(f.read())
+            return base.replace(**{name: FLAGS[name].value for name in FEATURE_OPTIONS if FLAGS[name].present})
+        return FeatureConfig(**{name: FLAGS[name].value for name in FEATURE_OPTIONS})
+    except (OSError, ValueError) as error:  # a missing file, bad JSON, an impossible combination
+        raise app.UsageError(f"feature options: {error}") from error
+
+
 DECODER_OPTIONS = ("acoustic_scale", "beam", "lattice_beam", "max_active")
 
 
@@ -122,20 +164,20 @@ def decoder_from_flags(**options):
     return HybridDecoder(FLAGS.graph_dir, **{name: getattr(FLAGS, name) for name in DECODER_OPTIONS}, **options)
 
 
-def run_tool(main, module_name: str, *shared_modules: str) -> None:
+def run_tool(main, module_name: str) -> None:
     """`app.run(main)` for a console script, so that plain `--help` shows the tool's docstring and its own flags.
 
     absl lists the key flags of the program (`sys.argv[0]`) and prints the `__main__` module's docstring; a console
-    script's `__main__` is a generated wrapper, and the flags belong to the tool's module. This registers the tool's
-    flags (and those of `shared_modules`, e.g. "tools.common_flags") as the program's, and lends the wrapper the
-    tool's docstring.
+    script's `__main__` is a generated wrapper, and the flags belong to the tool's module, or to this one for the
+    shared groups the tool defined through it. This registers both modules' flags as the program's, and lends the
+    wrapper the tool's docstring.
     """
     import sys
 
     from absl import app
 
     program = sys.argv[0]
-    for name in (module_name, *shared_modules):
+    for name in (module_name, __name__):
         for flag in FLAGS.get_key_flags_for_module(name):
             FLAGS.register_key_flag_for_module(program, flag)
     main_module = sys.modules["__main__"]

@@ -1,4 +1,4 @@
-r"""crnn-decode: hybrid decoding of network outputs (Kaldi ark) with an HCLG graph, plus WER/CER scoring.
+r"""crnn-decode: hybrid decoding of network outputs (Kaldi ark) with an HCLG graph, plus WER/CER.
 
 Inputs are either an ark of [T, num_pdfs] log-posteriors (give --prior_counts) or log-likelihoods, or --data with
 --gmm_model to decode with the GMM's own likelihoods (a baseline). Outputs in --out_dir: hyp.txt (Kaldi text),
@@ -17,15 +17,20 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
-flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
-flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
-flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
-flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
-flags.DEFINE_string("ref_text", None, "Reference Kaldi text for scoring.")
-flags.DEFINE_string("out_dir", None, "Output directory.")
-flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
-flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt "
+                                      "optional.")
+    flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
+    flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
+    flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
+    flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
+    flags.DEFINE_string("ref_text", None, "Reference Kaldi text: writes wer.txt and cer.txt.")
+    flags.DEFINE_string("out_dir", None, "Output directory.")
+    flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
+    flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
 
 
 def main(argv):
@@ -33,7 +38,7 @@ def main(argv):
     from crnn_tf.data.kaldi_io import read_matrices, read_text_table, write_matrices
     from crnn_tf.hmm.align import read_gmm_model
     from crnn_tf.hmm.features import compute_mfcc
-    from crnn_tf.hmm.scoring import score
+    from crnn_tf.hmm.error_rate import error_rate
 
     if bool(FLAGS.scores) == bool(FLAGS.data):
         raise app.UsageError("give exactly one of --scores or --data (with --gmm_model)")
@@ -60,7 +65,7 @@ def main(argv):
         refs = {u: t.split() for u, t in read_text_table(FLAGS.ref_text).items()}
         hyps = {r.utt: r.words for r in results}
         for unit in ("WER", "CER"):
-            s = score(refs, hyps, unit=unit, oov_words=set(dec.words))
+            s = error_rate(refs, hyps, unit=unit, oov_words=set(dec.words))
             with open(os.path.join(FLAGS.out_dir, f"{unit.lower()}.txt"), "w") as f:
                 f.write(s.report() + "\n")
             summary[unit] = s.summary()
@@ -69,6 +74,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     flags.mark_flag_as_required("graph_dir")
     flags.mark_flag_as_required("out_dir")
     common_flags.run_tool(main, __name__)

@@ -10,23 +10,27 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "crnn-train model dir (train_config.json, checkpoints/, best/, ...).")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of --model_dir to export.")
-flags.DEFINE_string("model_spec", None, "Export a randomly initialised model of this spec instead of --model_dir.")
-flags.DEFINE_integer("num_bands", 31, "With --model_spec: bands per stream.")
-flags.DEFINE_integer("num_streams", 3, "With --model_spec: streams per frame.")
-flags.DEFINE_integer("num_targets", 5529, "With --model_spec: senones.")
-flags.DEFINE_integer("context", 5, "With --model_spec: splice context of feed-forward-first nets.")
-flags.DEFINE_integer("label_delay", 0, "With --model_spec: the label delay to record and undo.")
-flags.DEFINE_string("export_base", None, "Base directory; the export goes to EXPORT_BASE/MODEL_NAME/VERSION.")
-flags.DEFINE_string("model_name", "crnn", "Served model name (directory under --export_base).")
-flags.DEFINE_integer("version", None, "Version number (default: one more than the newest existing).")
-flags.DEFINE_float("prior_scale", 1.0, "Scale of the log priors subtracted from the log posteriors.")
-flags.DEFINE_float("prior_floor", 1e-8, "Relative floor of the priors (crnn_tf.data.priors.log_priors).")
-flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of the network's matrix products.")
-flags.DEFINE_list("signatures", ["serving_default", "waveform", "stream_step"], "Signatures to export.")
-flags.DEFINE_string("cmvn_stats", None, "Global CMVN statistics (.npy, [2, num_bands+1]) for cmvn='global'.")
-flags.mark_flag_as_required("export_base")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("model_dir", None, "crnn-train model dir (train_config.json, checkpoints/, best/, ...).")
+    flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint of --model_dir to export.")
+    flags.DEFINE_string("model_spec", None, "Export a randomly initialised model of this spec instead of --model_dir.")
+    flags.DEFINE_integer("num_bands", 31, "With --model_spec: bands per stream.")
+    flags.DEFINE_integer("num_streams", 3, "With --model_spec: streams per frame.")
+    flags.DEFINE_integer("num_targets", 5529, "With --model_spec: senones.")
+    flags.DEFINE_integer("context", 5, "With --model_spec: splice context of feed-forward-first nets.")
+    flags.DEFINE_integer("label_delay", 0, "With --model_spec: the label delay to record and undo.")
+    flags.DEFINE_string("export_base", None, "Base directory; the export goes to EXPORT_BASE/MODEL_NAME/VERSION.")
+    flags.DEFINE_string("model_name", "crnn", "Served model name (directory under --export_base).")
+    flags.DEFINE_integer("version", None, "Version number (default: one more than the newest existing).")
+    flags.DEFINE_float("prior_scale", 1.0, "Scale of the log priors subtracted from the log posteriors.")
+    flags.DEFINE_float("prior_floor", 1e-8, "Relative floor of the priors (crnn_tf.data.priors.log_priors).")
+    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of the network's matrix products.")
+    flags.DEFINE_list("signatures", ["serving_default", "waveform", "stream_step"], "Signatures to export.")
+    flags.DEFINE_string("cmvn_stats", None, "Global CMVN statistics (.npy, [2, num_bands+1]) for cmvn='global'.")
+    flags.mark_flag_as_required("export_base")
 
 
 def export_from_flags():
@@ -64,6 +68,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-export`)."""
+    define_flags()
     common_flags.run_tool(main, __name__)
 
 

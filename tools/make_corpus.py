@@ -10,16 +10,20 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", None, "Output corpus directory.")
-flags.DEFINE_integer("num_utterances", 5000, "Utterances over train/dev/test.")
-flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Connected digits or command words.")
-flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band) or 16000.")
-flags.DEFINE_integer("seed", 0, "Random seed: the corpus is a function of the flags.")
-flags.DEFINE_float("noise_prob", 0.7, "Share of utterances with additive noise (10-40 dB SNR).")
-flags.DEFINE_integer("num_workers", 0, "Processes (0: all cores).")
-flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers (espeak and flite required; festival "
-                  "adds three training voices).")
-flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass to 300-3400 Hz (a telephone channel).")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("out_dir", None, "Output corpus directory.")
+    flags.DEFINE_integer("num_utterances", 5000, "Utterances over train/dev/test.")
+    flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Connected digits or command words.")
+    flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band) or 16000.")
+    flags.DEFINE_integer("seed", 0, "Random seed: the corpus is a function of the flags.")
+    flags.DEFINE_float("noise_prob", 0.7, "Share of utterances with additive noise (10-40 dB SNR).")
+    flags.DEFINE_integer("num_workers", 0, "Processes (0: all cores).")
+    flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers (espeak and flite required; festival "
+                      "adds three training voices).")
+    flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass to 300-3400 Hz (a telephone channel).")
 
 
 def main(argv):
@@ -37,6 +41,7 @@ def main(argv):
 
 
 def run():
+    define_flags()
     flags.mark_flag_as_required("out_dir")
     common_flags.run_tool(main, __name__)
 

@@ -13,35 +13,31 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments], utt2spk, … or feats.scp).")
-flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
-flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
-flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
-flags.DEFINE_string("feature_config", None, "JSON file with a FeatureConfig; default FeatureConfig().")
-flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
-flags.DEFINE_enum("cmvn", None, ["utterance", "speaker", "global", "none"], "Override the config's CMVN mode.")
-flags.DEFINE_integer("sample_rate", None, "Override the config's sample rate.")
-flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
-flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
-flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
-flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
-flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
-                    "normalise this data (use it for dev and test data).")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("data_dir", None, "Kaldi data directory (wav.scp [+ segments], utt2spk, … or feats.scp).")
+    flags.DEFINE_string("output_dir", None, "Output directory; an existing one is resumed (finished shards kept).")
+    flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
+    flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
+    flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
+    flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
+    flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
+    flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
+    flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
+    flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
+                        "normalise this data (use it for dev and test data).")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
+    common_flags.define_feature_flags()
 
 
 def main(argv):
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from crnn_tf.data.prepare import prepare_data_dir
-    from crnn_tf.features import FeatureConfig
 
-    config = FeatureConfig()
-    if FLAGS.feature_config:
-        with open(FLAGS.feature_config) as f:
-            config = FeatureConfig.from_json(f.read())
-    overrides = {k: v for k, v in (("cmvn", FLAGS.cmvn), ("sample_rate", FLAGS.sample_rate)) if v is not None}
-    config = config.replace(**overrides)
+    config = common_flags.feature_config_from_flags()
     global_stats = None
     if FLAGS.global_cmvn_from:
         from crnn_tf.data.tfrecords import read_manifest
@@ -68,6 +64,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-prepare-data`)."""
+    define_flags()
     flags.mark_flags_as_required(["data_dir", "output_dir"])
     common_flags.run_tool(main, __name__)
 

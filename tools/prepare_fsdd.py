@@ -17,13 +17,17 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("fsdd_dir", None, "A checkout of the FSDD repository (or its recordings/ folder).")
-flags.DEFINE_string("output_dir", None, "Where {train,dev,test}/, dict/ and fsdd.json go.")
-flags.DEFINE_list("test_speakers", None, "Speakers whose files are the test set.")
-flags.DEFINE_list("dev_speakers", [], "Speakers whose files are the dev set (default none).")
-flags.DEFINE_list("train_speakers", [], "Training speakers (default: every speaker not in test or dev; 'none' for "
-                  "a test-only split).")
-flags.DEFINE_string("dev_takes", "", "Takes of the training speakers held out as dev, e.g. 0-4 (default none).")
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("fsdd_dir", None, "A checkout of the FSDD repository (or its recordings/ folder).")
+    flags.DEFINE_string("output_dir", None, "Where {train,dev,test}/, dict/ and fsdd.json go.")
+    flags.DEFINE_list("test_speakers", None, "Speakers whose files are the test set.")
+    flags.DEFINE_list("dev_speakers", [], "Speakers whose files are the dev set (default none).")
+    flags.DEFINE_list("train_speakers", [], "Training speakers (default: every speaker not in test or dev; 'none' for "
+                      "a test-only split).")
+    flags.DEFINE_string("dev_takes", "", "Takes of the training speakers held out as dev, e.g. 0-4 (default none).")
 
 
 def main(argv):
@@ -45,6 +49,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-prepare-fsdd`)."""
+    define_flags()
     flags.mark_flags_as_required(["fsdd_dir", "output_dir", "test_speakers"])
     common_flags.run_tool(main, __name__)
 

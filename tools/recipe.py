@@ -31,64 +31,64 @@ import time
 
 from absl import app, flags, logging
 
+from crnn_tf.features.config import FeatureConfig
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("work_dir", "exp/demo", "Where every stage writes (corpus/, fsdd/, data/, hmm/, prepared/, "
-                    "models/, export/).")
-flags.DEFINE_string("report_dir", "report", "Where the table and the charts go.")
-flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/dev/test (10% dev, 10% test); 0 for "
-                     "no synthetic speech.")
-flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
-flags.DEFINE_integer("sample_rate", 8000, "8000 (telephone band, the paper's domain; FSDD's rate) or 16000.")
-flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers of the synthetic corpus (espeak and "
-                  "flite required; festival adds three training voices).")
-flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass the synthetic corpus to 300-3400 Hz (a telephone channel).")
-flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
-flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
-flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
-flags.DEFINE_list("fsdd_train_speakers", [], "FSDD training speakers (default: all but the test speakers); 'none' "
-                  "to train on no FSDD audio.")
-flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
-flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
-flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
-flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
-flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
-flags.DEFINE_list("nets", [
-    "FFNN=3xReLU512",
-    "LSTMP=Lstm384P128+2xReLU512",
-    "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
-], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
-flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
-flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momentum SGD; adam converges faster "
-                  "at demo scale.")
-flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
-flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
-flags.DEFINE_enum("cmvn", "speaker", ["utterance", "speaker", "global", "none"],
-                  "Feature normalisation. speaker: Kaldi's per-speaker cmvn.scp (the served waveform signature takes "
-                  "each request's speaker stats); utterance hurts on short, trimmed recordings.")
-flags.DEFINE_bool("norm_vars", True, "Normalise variances too (apply-cmvn --norm-vars).")
-flags.DEFINE_float("low_freq", 20.0, "Lowest mel-filter edge in Hz (300 keeps the features inside the telephone band "
-                   "the synthetic corpus is limited to).")
-flags.DEFINE_float("high_freq", 0.0, "Highest mel-filter edge in Hz; ≤ 0 means Nyquist + high_freq (-600 at 8 kHz "
-                   "gives 3400).")
-common_flags.define_augment_flags(None)
-flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
-                                      "0.2"],
-                  "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); every "
-                  "test set is decoded with the one best on dev.")
-flags.DEFINE_list("word_insertion_penalties", ["0", "0.5", "1", "2"],
-                  "Word insertion penalties tried on dev with every acoustic scale (as Kaldi's score.sh does).")
-flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
-flags.DEFINE_integer("decode_workers", 2, "Concurrent recognition requests to the server.")
-flags.DEFINE_integer("stage", 0, "First stage to run (0 data … 6 report); earlier stages must have finished.")
-flags.DEFINE_integer("stop_stage", 6, "Last stage to run.")
-
 STAGES = ("data", "hmm", "features", "train", "export", "decode", "report")
 # SpecAugment on by default: it took the FSDD held-out-speaker WER from 3.4 % to 0.8 % (docs/real_speech.md).
 RECIPE_AUGMENT = {"time_masks": 2, "time_mask_frames": 5, "freq_masks": 2, "freq_mask_bands": 4}
-for _name, _value in RECIPE_AUGMENT.items():
-    FLAGS.set_default(common_flags.AUGMENT_PREFIX + _name, _value)
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none)."""
+    flags.DEFINE_string("work_dir", "exp/demo", "Where every stage writes (corpus/, fsdd/, data/, hmm/, prepared/, "
+                        "models/, export/).")
+    flags.DEFINE_string("report_dir", "report", "Where the table and the charts go.")
+    flags.DEFINE_integer("num_utterances", 1500, "Synthetic corpus size over train/dev/test (10% dev, 10% test); 0 for "
+                         "no synthetic speech.")
+    flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
+    flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers of the synthetic corpus (espeak and "
+                      "flite required; festival adds three training voices).")
+    flags.DEFINE_bool("telephone", True, "Band-pass the synthetic corpus to 300-3400 Hz (a telephone channel; only "
+                      "at 8 kHz).")
+    flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")
+    flags.DEFINE_string("fsdd", None, "A checkout of the Free Spoken Digit Dataset (read in place, never copied).")
+    flags.DEFINE_list("fsdd_test_speakers", ["jackson"], "FSDD test speakers; 'all' for every speaker.")
+    flags.DEFINE_list("fsdd_train_speakers", [], "FSDD training speakers (default: all but the test speakers); 'none' "
+                      "to train on no FSDD audio.")
+    flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
+    flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
+    flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
+    flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
+    flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
+    flags.DEFINE_list("nets", [
+        "FFNN=3xReLU512",
+        "LSTMP=Lstm384P128+2xReLU512",
+        "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
+    ], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
+    flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
+    flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momentum SGD; adam converges faster "
+                      "at demo scale.")
+    flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
+    flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
+    # The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
+    # variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
+    # request's speaker stats.
+    common_flags.define_feature_flags(FeatureConfig(cmvn="speaker", norm_vars=True))
+    common_flags.define_augment_flags(None)
+    flags.DEFINE_list("acoustic_scales", ["0.02", "0.03", "0.04", "0.05", "0.067", "0.083", "0.1", "0.125", "0.15",
+                                          "0.2"],
+                      "Decoder acoustic scales tried on dev (Kaldi's score.sh sweeps the LM weight, its inverse); "
+                      "every test set is decoded with the one best on dev.")
+    flags.DEFINE_list("word_insertion_penalties", ["0", "0.5", "1", "2"],
+                      "Word insertion penalties tried on dev with every acoustic scale (as Kaldi's score.sh does).")
+    flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior subtracted from the log posteriors.")
+    flags.DEFINE_integer("decode_workers", 2, "Concurrent recognition requests to the server.")
+    flags.DEFINE_integer("stage", 0, "First stage to run (0 data … 6 report); earlier stages must have finished.")
+    flags.DEFINE_integer("stop_stage", 6, "Last stage to run.")
+    for name, value in RECIPE_AUGMENT.items():
+        FLAGS.set_default(common_flags.AUGMENT_PREFIX + name, value)
 
 
 class Recipe:
@@ -129,10 +129,11 @@ def data_stage(work: pathlib.Path) -> dict:
 
     train, dev, tests, info, vocabularies = [], [], {}, {}, {}
     synthetic_train = None
+    sample_rate = common_flags.feature_config_from_flags().sample_rate
     if FLAGS.num_utterances > 0:
         corpus = make_corpus(str(work / "corpus"), num_utterances=FLAGS.num_utterances, task=FLAGS.task,
-                             sample_rate=FLAGS.sample_rate, seed=FLAGS.seed, synthesizers=FLAGS.synthesizers,
-                             telephone=FLAGS.telephone and FLAGS.sample_rate == 8000)
+                             sample_rate=sample_rate, seed=FLAGS.seed, synthesizers=FLAGS.synthesizers,
+                             telephone=FLAGS.telephone and sample_rate == 8000)
         synthetic_train = str(work / "corpus" / "train")
         train.append(synthetic_train)
         dev.append(str(work / "corpus" / "dev"))
@@ -141,7 +142,7 @@ def data_stage(work: pathlib.Path) -> dict:
     if FLAGS.fsdd:
         from crnn_tf.corpus.fsdd import DIGIT_WORDS, prepare_fsdd, scan_recordings
 
-        if FLAGS.task != "digits" or FLAGS.sample_rate != 8000:
+        if FLAGS.task != "digits" or common_flags.feature_config_from_flags().sample_rate != 8000:
             raise app.UsageError("FSDD holds 8 kHz digits: use --task=digits --sample_rate=8000")
         speakers = sorted({r.speaker for r in scan_recordings(FLAGS.fsdd)})
         test_speakers = speakers if FLAGS.fsdd_test_speakers == ["all"] else FLAGS.fsdd_test_speakers
@@ -230,10 +231,8 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
 
 def features_stage(work: pathlib.Path, data: dict, hmm: dict) -> dict:
     from crnn_tf.data.prepare import prepare_data_dir
-    from crnn_tf.features import FeatureConfig
 
-    config = FeatureConfig(sample_rate=FLAGS.sample_rate, cmvn=FLAGS.cmvn, norm_vars=FLAGS.norm_vars,
-                           low_freq=FLAGS.low_freq, high_freq=FLAGS.high_freq)
+    config = common_flags.feature_config_from_flags()
     mode = "audio" if common_flags.augment_from_flags().needs_audio else "features"
     train = prepare_data_dir(data["train"], str(work / "prepared" / "train"), alignments=hmm["pdf_ali"],
                              config=config, num_targets=hmm["num_pdfs"], mode=mode, progress=False)
@@ -286,7 +285,7 @@ def decoding_graph(hmm: dict, penalty: float, words: list[str] | None = None) ->
     return make_word_loop_graph(hmm["lang"], hmm["model"], str(root), words, word_insertion_penalty=penalty)
 
 
-def _score_sets(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
+def _error_rates(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
     """Tunes acoustic scale and word insertion penalty on each dev set, then decodes each test set with its own
     dev set's choice. `decode(set_names, scale, penalty)` returns (refs, hyps) over those sets. Each test set's
     hypotheses go to `hyp_dir/<set>/hyp.txt` (Kaldi `text` layout, one line per utterance).
@@ -294,14 +293,14 @@ def _score_sets(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
     Returns:
       `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty, …}}`.
     """
-    from crnn_tf.hmm.scoring import score
+    from crnn_tf.hmm.error_rate import error_rate
 
     def result(names, scale, penalty, hyp_file=None):
         refs, hyps = decode(names, scale, penalty)
         if hyp_file is not None:
             hyp_file.parent.mkdir(parents=True, exist_ok=True)
             hyp_file.write_text("".join(f"{utt} {' '.join(hyps[utt])}\n" for utt in sorted(hyps)))
-        wer, cer = score(refs, hyps, "WER"), score(refs, hyps, "CER")
+        wer, cer = error_rate(refs, hyps, "WER"), error_rate(refs, hyps, "CER")
         low, high = wer.interval()
         return {"wer": wer.rate, "errors": wer.errors, "words": wer.ref_len, "interval": [low, high],
                 "cer": cer.rate, "cer_errors": cer.errors, "utterances": len(refs), "acoustic_scale": scale,
@@ -339,7 +338,6 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
 
     from crnn_tf.data.datadir import DataDir
     from crnn_tf.export.saved_model import read_metadata
-    from crnn_tf.features import FeatureConfig
     from serving.recognize import remote_log_likelihoods
     from serving.server import Server
 
@@ -373,7 +371,7 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
         server.stop()
     scoring_seconds = time.time() - start
 
-    results = _score_sets(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
+    results = _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
     results["scoring_real_time_factor"] = scoring_seconds / max(audio_seconds, 1e-9)
     return results
 
@@ -409,7 +407,7 @@ def gmm_decode_stage(work: pathlib.Path, hmm: dict, data: dict) -> dict:
     _, gmm = read_gmm_model(hmm["model"])
     sets = decoding_sets(data)
     logliks = {name: {u: gmm.loglik(f) for u, f in compute_mfcc(path).items()} for name, path in sets.items()}
-    return _score_sets(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / "GMM")
+    return _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / "GMM")
 
 
 def _count_params(work: pathlib.Path, name: str) -> int:
@@ -454,12 +452,12 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
     if not recipe.wanted("report"):
         return None
-    augment = common_flags.augment_from_flags()
+    augment, features = common_flags.augment_from_flags(), common_flags.feature_config_from_flags()
     notes = (f"Data: {json.dumps(data['info'])}; train {data['counts']['train']} utterances, dev "
              f"{data['counts']['dev']} (every test speaker unseen in training). {hmm['num_pdfs']} senones "
              f"(monophone states); GMM-HMM phone agreement with the synthesiser's timings: "
-             f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {FLAGS.cmvn} CMVN"
-             f"{' with variances' if FLAGS.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, lr "
+             f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {features.cmvn} CMVN"
+             f"{' with variances' if features.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, lr "
              f"{FLAGS.lr_initial} → {FLAGS.lr_final}, augmentation {json.dumps(augment.to_dict())}. Audio scored "
              f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop; acoustic scale "
              f"(tried {', '.join(FLAGS.acoustic_scales)}) and word insertion penalty (tried "
@@ -484,7 +482,8 @@ def main(argv):
 
 
 def run():
-    common_flags.run_tool(main, __name__, "tools.common_flags")
+    define_flags()
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

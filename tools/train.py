@@ -23,21 +23,24 @@ from tools import common_flags
 FLAGS = flags.FLAGS
 
 
-def _define_flags():
-    """Every TrainConfig field a user sets is a flag of the same name (help from its docstring): a new field is a
-    new flag with no second edit. Geometry, hashes and step counts come from the data; augmentation has its own
-    `--augment_*` group."""
+_CONFIG_FLAGS = []  # the TrainConfig fields that are flags, filled in by define_flags
+
+
+def define_flags():
+    """Defines the command-line flags (in run(), so that importing this module defines none).
+
+    Every TrainConfig field a user sets is a flag of the same name (help from its docstring): a new field is a new
+    flag with no second edit. Geometry, hashes and step counts come from the data; augmentation has its own
+    `--augment_*` group.
+    """
     from crnn_tf.train.config import NAN_POLICIES, OPTIMIZERS, STRATEGIES, TrainConfig
 
     derived = ("num_bands", "num_streams", "feature_dim", "num_targets", "steps_per_epoch", "total_steps",
                "train_manifest_hash", "dev_manifest_hash", "augment")
-    return common_flags.define_dataclass_flags(
+    _CONFIG_FLAGS[:] = common_flags.define_dataclass_flags(
         TrainConfig, exclude=derived, required=("model_spec", "train_data", "model_dir"),
         choices={"strategy": STRATEGIES, "optimizer": OPTIMIZERS, "on_nan": NAN_POLICIES})
-
-
-_CONFIG_FLAGS = _define_flags()
-common_flags.define_augment_flags()
+    common_flags.define_augment_flags()
 
 def main(argv):
     del argv
@@ -56,8 +59,9 @@ def main(argv):
 
 def run():
     """Console-script entry point (`crnn-train`)."""
+    define_flags()
     flags.mark_flags_as_required(["model_spec", "train_data", "model_dir"])
-    common_flags.run_tool(main, __name__, "tools.common_flags")
+    common_flags.run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,20 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_spec", "CLstm384P256+Pool3+Lstm2000P750+3xReLU2000", "Model zoo spec.")
-flags.DEFINE_string("train_data", None, "Training manifest.")
-flags.DEFINE_string("dev_data", "", "Dev manifest (validation chunks).")
-flags.DEFINE_string("output", None, "Where to save the trained model (.keras).")
-flags.DEFINE_integer("epochs", 2, "Epochs.")
-flags.DEFINE_integer("chunks_per_replica", 20, "Chunks per replica batch.")
-flags.DEFINE_integer("label_delay", 5, "Label delay in frames.")
-flags.DEFINE_float("learning_rate", 0.02, "SGD learning rate (momentum 0.9).")
-flags.DEFINE_bool("mirrored", False, "Train under MirroredStrategy over the local devices.")
-flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices first (for --mirrored on a CPU).")
+
+
+def define_flags():
+    """Defines the command-line flags (when run as a script, so that importing `fit` defines none)."""
+    flags.DEFINE_string("model_spec", "CLstm384P256+Pool3+Lstm2000P750+3xReLU2000", "Model zoo spec.")
+    flags.DEFINE_string("train_data", None, "Training manifest.")
+    flags.DEFINE_string("dev_data", "", "Dev manifest (validation chunks).")
+    flags.DEFINE_string("output", None, "Where to save the trained model (.keras).")
+    flags.DEFINE_integer("epochs", 2, "Epochs.")
+    flags.DEFINE_integer("chunks_per_replica", 20, "Chunks per replica batch.")
+    flags.DEFINE_integer("label_delay", 5, "Label delay in frames.")
+    flags.DEFINE_float("learning_rate", 0.02, "SGD learning rate (momentum 0.9).")
+    flags.DEFINE_bool("mirrored", False, "Train under MirroredStrategy over the local devices.")
+    flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices first (for --mirrored on a CPU).")
 
 
 def fit(model_spec: str, train_data: str, *, dev_data: str = "", output: str | None = None, epochs: int = 2,
@@ -85,5 +89,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     flags.mark_flags_as_required(["train_data"])
     app.run(main)

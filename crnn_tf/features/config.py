@@ -7,8 +7,8 @@ compute identical features. Field names and defaults follow Kaldi's `compute-fba
 import dataclasses
 import json
 
-_WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
-_CMVN_MODES = ("utterance", "speaker", "global", "none")
+WINDOWS = ("povey", "hamming", "hanning", "rectangular", "blackman")
+CMVN_MODES = ("utterance", "speaker", "global", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,16 +29,17 @@ class FeatureConfig:
       snip_edges: Kaldi's `--snip-edges` (True: only whole frames; False: frames centred on multiples of the shift,
         edges reflected). Default True.
       round_to_power_of_two: pad each frame to a power-of-two FFT size. Default True.
-      low_freq: lowest mel-filter edge in Hz. Default 20.
-      high_freq: highest edge in Hz; ≤ 0 means Nyquist + high_freq. Default 0.
+      low_freq: lowest mel-filter edge in Hz (300 keeps the features inside the telephone band). Default 20.
+      high_freq: highest mel-filter edge in Hz; ≤ 0 means Nyquist + high_freq (-600 at 8 kHz gives 3400). Default 0.
       raw_energy: energy before pre-emphasis and windowing. Default True.
       energy_floor: floor on the energy (linear); 0 disables it. Default 0.
       use_log_fbank: log of the mel energies. Default True.
       use_power: power (True) or magnitude spectrum. Default True.
       delta_order: Δ order; 2 gives [static | Δ | ΔΔ]. Default 2.
       delta_window: Kaldi's `--delta-window`. Default 2.
-      cmvn: "utterance", "speaker", "global" or "none". Default "utterance".
-      norm_vars: variance normalisation too. Default False.
+      cmvn: "utterance", "speaker" (Kaldi's per-speaker cmvn.scp), "global" (the training data's stats) or "none".
+        Default "utterance".
+      norm_vars: variance normalisation too (apply-cmvn --norm-vars). Default False.
 
     Example:
     >>> cfg = FeatureConfig()
@@ -72,10 +73,10 @@ class FeatureConfig:
     norm_vars: bool = False
 
     def __post_init__(self):
-        if self.window not in _WINDOWS:
-            raise ValueError(f"FeatureConfig.window={self.window!r}; expected one of {_WINDOWS}")
-        if self.cmvn not in _CMVN_MODES:
-            raise ValueError(f"FeatureConfig.cmvn={self.cmvn!r}; expected one of {_CMVN_MODES}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"FeatureConfig.window={self.window!r}; expected one of {WINDOWS}")
+        if self.cmvn not in CMVN_MODES:
+            raise ValueError(f"FeatureConfig.cmvn={self.cmvn!r}; expected one of {CMVN_MODES}")
         if self.num_mel_bins < 1 or self.delta_order < 0 or self.delta_window < 1:
             raise ValueError(f"FeatureConfig needs num_mel_bins ≥ 1, delta_order ≥ 0, delta_window ≥ 1: {self}")
         nyquist = 0.5 * self.sample_rate

@@ -16,6 +16,7 @@ of the current epoch: the data iterator position, since every epoch's data order
 and the epoch) and the running epoch statistics, so a run killed at any moment restarts exactly where its last
 checkpoint was taken. TF writes checkpoints atomically: a kill during a save leaves the previous one valid.
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -63,6 +64,65 @@ def read_global_cmvn_stats(model_dir: str) -> np.ndarray | None:
         return np.load(f)
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+    """Running totals of the current epoch; `TrainState.epoch_stats` holds them, so a restart keeps them.
+
+    Attributes:
+      loss_sum: training loss summed over frames (each step's mean loss times its frames).
+      frames: frames trained on.
+      correct_frames: frames whose most likely senone was the target.
+      skipped_batches: batches skipped for a non-finite loss.
+      seconds: seconds spent in training steps.
+
+    Example:
+      >>> total = EpochStats(loss_sum=6.0, frames=4.0, correct_frames=3.0) + EpochStats(seconds=2.0)
+      >>> total.mean_loss, total.frame_accuracy, total.frames_per_second
+      (1.5, 0.75, 2.0)
+      >>> EpochStats.from_array(total.to_array()) == total
+      True
+    """
+
+    loss_sum: float = 0.0
+    frames: float = 0.0
+    correct_frames: float = 0.0
+    skipped_batches: float = 0.0
+    seconds: float = 0.0
+
+    def __add__(self, other: "EpochStats") -> "EpochStats":
+        return EpochStats(*(a + b for a, b in zip(self.to_array(), other.to_array())))
+
+    def to_array(self) -> np.ndarray:
+        """float64 [5] in field order: the layout of the checkpoint variable."""
+        return np.array(dataclasses.astuple(self), np.float64)
+
+    @classmethod
+    def from_array(cls, values) -> "EpochStats":
+        """The inverse of `to_array`.
+
+        Raises:
+          ValueError: `values` is not one number per field.
+        """
+        values = np.asarray(values, np.float64)
+        names = [field.name for field in dataclasses.fields(cls)]
+        if values.shape != (len(names),):
+            raise ValueError(f"epoch statistics are {len(names)} numbers ({', '.join(names)}), got shape "
+                             f"{values.shape}")
+        return cls(*(float(v) for v in values))
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.frames, 1.0)
+
+    @property
+    def frame_accuracy(self) -> float:
+        return self.correct_frames / max(self.frames, 1.0)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+
 class TrainState:
     """Counters saved with every checkpoint (variables, created in the strategy's scope by the caller).
 
@@ -70,8 +130,8 @@ class TrainState:
       step: finished optimizer steps (also drives the learning-rate schedule).
       epoch: finished epochs.
       step_in_epoch: finished steps of the current epoch (the data position).
-      epoch_stats: float64 [5]: loss·frames, frames, correct frames, skipped batches, training seconds of the
-        current epoch (so epoch metrics survive a restart).
+      epoch_stats: float64 [5]: the current epoch's `EpochStats` (`to_array` / `from_array`), so epoch metrics
+        survive a restart.
       best_accuracy: best dev frame accuracy so far (-1 before the first evaluation).
     """
 
@@ -84,7 +144,7 @@ class TrainState:
         self.step = counter("step")
         self.epoch = counter("epoch")
         self.step_in_epoch = counter("step_in_epoch")
-        self.epoch_stats = counter("epoch_stats", tf.float64, [5])
+        self.epoch_stats = counter("epoch_stats", tf.float64, [len(dataclasses.fields(EpochStats))])
         self.best_accuracy = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_accuracy")
 
     def trackables(self) -> dict:

@@ -63,7 +63,8 @@ class TrainConfig:
       augment: on-the-fly data augmentation (`crnn_tf.data.augment.AugmentConfig`; a dict is converted). Waveform
         perturbations need audio-mode training data. Default none.
       seed: seeds initialisation, data order and augmentation. Default 0.
-      deterministic: `tf.config.experimental.enable_op_determinism()` (bit-exact reruns, slower). Default False.
+      deterministic: `tf.config.experimental.enable_op_determinism()` (bit-exact reruns on the same machine, slower).
+        Default False.
       on_nan: "stop" (raise, naming step and batch) or "skip" (drop the update of a non-finite batch). Default "stop".
       progress: show a progress bar. Default True.
       steps_per_epoch, total_steps: filled in by the trainer (0 = not yet counted).

@@ -29,6 +29,7 @@ from absl import logging
 from crnn_tf.data import pipelines
 from crnn_tf.data.tfrecords import MANIFEST_NAME, read_manifest
 from crnn_tf.train import checkpoints, strategies
+from crnn_tf.train.checkpoints import EpochStats
 from crnn_tf.train.config import TrainConfig
 from crnn_tf.train.metrics import NonFiniteLossError, Reporter
 from crnn_tf.train.schedules import StepDecay, exponential_decay
@@ -338,7 +339,7 @@ class Trainer:
                 if finished_epochs < num_epochs:
                     # Killed after the last step's checkpoint, before the last epoch's end: do that end now (dev
                     # evaluation, best/, metrics line), or the run would lack its last epoch's bookkeeping.
-                    return self._end_epoch(num_epochs - 1, self.state.epoch_stats.numpy())
+                    return self._end_epoch(num_epochs - 1, EpochStats.from_array(self.state.epoch_stats.numpy()))
                 logging.info("%s: already trained %d steps", self.config.model_dir, self.config.total_steps)
                 return {}
             return self._run_async() if self.async_ps else self._run_sync()
@@ -382,7 +383,7 @@ class Trainer:
         start_epoch, num_epochs = self._epoch_bounds()
         for epoch in range(start_epoch, num_epochs):
             done_in_epoch = int(self.state.step_in_epoch.numpy())
-            stats = self.state.epoch_stats.numpy()
+            stats = EpochStats.from_array(self.state.epoch_stats.numpy())
             self.reporter.start_epoch(epoch, done_in_epoch)
             for batch in self.distributed_batches(epoch, done_in_epoch):
                 started = time.perf_counter()
@@ -421,7 +422,7 @@ class Trainer:
         start_epoch, num_epochs = self._epoch_bounds()
         for epoch in range(start_epoch, num_epochs):
             scheduled = int(self.state.step_in_epoch.numpy())
-            stats = self.state.epoch_stats.numpy()
+            stats = EpochStats.from_array(self.state.epoch_stats.numpy())
             self.reporter.start_epoch(epoch, scheduled)
             end = min(config.steps_per_epoch, scheduled + config.total_steps - int(self.state.step.numpy()))
             while scheduled < end:
@@ -441,9 +442,8 @@ class Trainer:
             record = self._end_epoch(epoch, stats)
         return record
 
-    def _account(self, values: dict, epoch: int, index: int, seconds: float) -> np.ndarray:
+    def _account(self, values: dict, epoch: int, index: int, seconds: float) -> EpochStats:
         """Checks a step's results (NaN policy); returns its contribution to the epoch statistics."""
-        skipped = 0.0
         if not values["finite"]:
             overflow = self.config.mixed_precision and math.isfinite(values["loss"])
             if not overflow and self.config.on_nan == "stop":
@@ -455,11 +455,11 @@ class Trainer:
             if not overflow:
                 logging.warning("step %d: non-finite loss %s, batch %d of epoch %d skipped", values["step"],
                                 values["loss"], index + 1, epoch + 1)
-            skipped = 1.0
-            return np.array([0.0, 0.0, 0.0, skipped, seconds])
-        return np.array([values["loss"] * values["frames"], values["frames"], values["correct"], 0.0, seconds])
+            return EpochStats(skipped_batches=1.0, seconds=seconds)
+        return EpochStats(loss_sum=values["loss"] * values["frames"], frames=values["frames"],
+                          correct_frames=values["correct"], seconds=seconds)
 
-    def _after_step(self, values: dict, epoch: int, done_in_epoch: int, stats, save: bool = True):
+    def _after_step(self, values: dict, epoch: int, done_in_epoch: int, stats: EpochStats, save: bool = True):
         config = self.config
         step = values["step"] + 1
         lr = float(exponential_decay(values["step"], config.lr_initial, config.lr_final, config.total_steps))
@@ -468,21 +468,20 @@ class Trainer:
         if save and step % config.checkpoint_every == 0:
             self._save(stats, epoch, done_in_epoch)
 
-    def _save(self, stats, epoch: int, done_in_epoch: int):
+    def _save(self, stats: EpochStats, epoch: int, done_in_epoch: int):
         self.state.step_in_epoch.assign(done_in_epoch)
         self.state.epoch.assign(epoch)
-        self.state.epoch_stats.assign(stats)
+        self.state.epoch_stats.assign(stats.to_array())
         self._last_checkpoint = self.checkpointer.save()
 
-    def _end_epoch(self, epoch: int, stats) -> dict:
+    def _end_epoch(self, epoch: int, stats: EpochStats) -> dict:
         """Dev evaluation, best model, epoch-end checkpoint and metrics.jsonl line."""
         config = self.config
         step = int(self.state.step.numpy())
-        frames = max(stats[1], 1.0)
-        record = {"epoch": epoch + 1, "step": step, "train_loss": stats[0] / frames,
-                  "train_frame_accuracy": stats[2] / frames, "train_frames": stats[1],
-                  "skipped_batches": int(stats[3]), "train_seconds": stats[4],
-                  "frames_per_second": stats[1] / max(stats[4], 1e-9),
+        record = {"epoch": epoch + 1, "step": step, "train_loss": stats.mean_loss,
+                  "train_frame_accuracy": stats.frame_accuracy, "train_frames": stats.frames,
+                  "skipped_batches": int(stats.skipped_batches), "train_seconds": stats.seconds,
+                  "frames_per_second": stats.frames_per_second,
                   "learning_rate": float(exponential_decay(step, config.lr_initial, config.lr_final,
                                                            config.total_steps)),
                   "time": time.time()}
@@ -500,7 +499,7 @@ class Trainer:
         self.reporter.epoch_end(record)
         self.state.step_in_epoch.assign(0)
         self.state.epoch.assign(epoch + 1)
-        self.state.epoch_stats.assign(np.zeros(5))
+        self.state.epoch_stats.assign(EpochStats().to_array())
         self._last_checkpoint = self.checkpointer.save()
         logging.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v
                                                  for k, v in record.items()})

@@ -10,7 +10,7 @@ from crnn_tf.hmm import model as M
 from crnn_tf.hmm.align import read_gmm_model
 from crnn_tf.hmm.decoder import HybridDecoder, read_graph
 from crnn_tf.hmm.features import compute_mfcc
-from crnn_tf.hmm.scoring import score
+from crnn_tf.hmm.error_rate import error_rate
 
 
 def _oracle(pdfs, num_pdfs):
@@ -30,7 +30,7 @@ def test_oracle_posteriors_decode_without_errors(tiny_alignment, decoder):
     text = read_text_table(tiny_alignment.corpus / "train" / "text")
     utts = sorted(pdf)[:40]
     results = [decoder.decode(_oracle(pdf[u], decoder.num_pdfs), u) for u in utts]
-    s = score({u: text[u].split() for u in utts}, {r.utt: r.words for r in results})
+    s = error_rate({u: text[u].split() for u in utts}, {r.utt: r.words for r in results})
     assert s.errors == 0, s.report()
     for r in results:
         assert not r.partial and len(r.alignment) == r.num_frames
@@ -58,7 +58,7 @@ def test_gmm_likelihoods_on_unseen_voices(tiny_alignment):
     seq = [dec.decode(gmm.loglik(feats[u]), u) for u in sorted(feats)[:3]]
     assert [r.words for r in results[:3]] == [r.words for r in seq]  # processes == in-process
     refs = {u: t.split() for u, t in read_text_table(test / "text").items()}
-    s = score(refs, {r.utt: r.words for r in results})
+    s = error_rate(refs, {r.utt: r.words for r in results})
     print(s.summary())
     assert s.rate < 30.0, s.report()  # 96 training utterances, 8 EM iterations: sane, not good
 

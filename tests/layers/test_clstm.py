@@ -5,6 +5,8 @@ import pytest
 import tensorflow as tf
 
 from crnn_tf.layers import CLSTM, PeepholeLSTMP
+from tests.layers.fixed_weights import fixed_array
+from tests.layers.test_peephole_lstmp import WEIGHT_NAMES, numpy_lstmp
 
 NUM_BANDS, NUM_STREAMS, FRAMES = 11, 3, 7
 
@@ -106,15 +108,55 @@ def test_weights_are_shared_across_patches():
     assert (clstm.num_patches, clstm.num_pooled_patches) == (24, 8)
 
 
-def test_golden_values():
-    clstm = CLSTM(3, projection_units=2, patch_size=4, pool_size=2, num_bands=NUM_BANDS)
-    x = _features(seed=5)
-    rng = np.random.default_rng(11)
+def numpy_clstm(x, weights, *, num_streams, patch_size, patch_stride, pool_size, streams_first):
+    """Independent float64 CLSTM: every patch through the float64 LSTMP reference, then max over pool groups."""
+    batch, frames, width = x.shape
+    num_bands = width // num_streams
+    if streams_first:
+        bands = x.reshape(batch, frames, num_streams, num_bands).transpose(0, 1, 3, 2)
+    else:
+        bands = x.reshape(batch, frames, num_bands, num_streams)
+    arrays = dict(zip(WEIGHT_NAMES, weights), lengths=np.full(batch, frames), cell_clip=np.nan, proj_clip=np.nan)
+    outputs = []
+    for start in range(0, num_bands - patch_size + 1, patch_stride):
+        patch = bands[:, :, start:start + patch_size, :].reshape(batch, frames, -1)  # band-major
+        outputs.append(numpy_lstmp({**arrays, "x": patch})[0])
+    pooled = [np.max(outputs[q * pool_size:(q + 1) * pool_size], axis=0) for q in range(len(outputs) // pool_size)]
+    return np.concatenate(pooled, axis=-1)
+
+
+# name: (CLSTM arguments, output[1, -1], output sum). Input fixed_array((2, FRAMES, 33), phase=2.0); the i-th weight
+# fixed_array(shape, scale=0.5, phase=i). The pins were computed once with numpy_clstm in float64 (the test
+# recomputes them too).
+GOLDEN = {
+    "projection_pool2": (
+        dict(units=3, projection_units=2, patch_size=4, pool_size=2),
+        [0.5139595, 0.4066195, 0.0103884, -0.0018928, 0.0025597, 0.0212207, 0.1587761, 0.3338224], 21.6253221,
+    ),
+    "band_major_strided": (
+        dict(units=3, patch_size=3, patch_stride=2, pool_size=1, streams_first=False),
+        [0.067474, 0.1515188, 0.1411566, 0.0811458, 0.1648261, 0.1424993, 0.0757668, 0.1575709, 0.1426515,
+         0.0673817, 0.1513668, 0.1411401, 0.0809775, 0.1647173, 0.142478], 23.9032440,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_values(name):
+    kwargs, last_frame, total = GOLDEN[name]
+    clstm = CLSTM(num_bands=NUM_BANDS, **kwargs)
+    x = fixed_array((2, FRAMES, NUM_BANDS * NUM_STREAMS), phase=2.0)
     clstm.build(x.shape)
-    clstm.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32) for w in clstm.get_weights()])
+    weights = [fixed_array(w.shape, scale=0.5, phase=i) for i, w in enumerate(clstm.get_weights())]
+    clstm.set_weights(weights)
     out = clstm(x).numpy()
-    np.testing.assert_allclose(out[1, 6, :4], [0.110999, 0.129104, 0.063800, 0.100136], atol=2e-6)
-    np.testing.assert_allclose(out.sum(), 5.622725, atol=1e-4)
+    np.testing.assert_allclose(out[1, -1], last_frame, atol=2e-6)
+    np.testing.assert_allclose(out.sum(), total, atol=1e-4)
+    reference = numpy_clstm(x.astype(np.float64), [w.astype(np.float64) for w in weights], num_streams=NUM_STREAMS,
+                            patch_size=clstm.patch_size, patch_stride=clstm.patch_stride, pool_size=clstm.pool_size,
+                            streams_first=clstm.streams_first)
+    np.testing.assert_allclose(reference[1, -1], last_frame, rtol=0, atol=1e-7)  # the pins are numpy_clstm's
+    np.testing.assert_allclose(reference.sum(), total, rtol=0, atol=1e-6)
 
 
 def test_keras_file_round_trip(tmp_path):

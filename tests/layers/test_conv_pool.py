@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from crnn_tf.layers import FrequencyConvPool, Splice
+from tests.layers.fixed_weights import fixed_array, fixed_initializer
 from tests.layers.test_splice import splice_reference
 
 
@@ -20,20 +21,51 @@ def conv_pool_reference(grid, kernel, bias, patch_size, patch_stride, pool_size)
     return maps.reshape(grid.shape[0], -1)  # patch-major
 
 
-def seeded_layer(filters, **kwargs):
+def fixed_layer(filters, **kwargs):
+    """A FrequencyConvPool whose weights are `fixed_array`s: no random initialiser, so no RNG change can move its
+    outputs."""
+    kernel_shape = (kwargs.get("patch_size", 8), kwargs["num_streams"], filters)
     return FrequencyConvPool(
         filters,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=7),
-        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=8),
+        kernel_initializer=fixed_initializer(kernel_shape, scale=0.8),
+        bias_initializer=fixed_initializer((filters,), scale=0.1, phase=1.0),
         **kwargs,
     )
 
 
-def test_golden_values():
-    x = np.linspace(-1, 1, 24, dtype="float32").reshape(1, 2, 12)
-    layer = seeded_layer(2, patch_size=3, pool_size=2, num_bands=6, num_streams=2)
-    expected = [[[0.3283292, 0.0, 0.2179062, 0.0], [0.0, 0.4687854, 0.0, 0.6974669]]]
+# name: (filters, layer geometry, output). Input fixed_array((1, 2, num_bands * num_streams), phase=2.0), weights as
+# fixed_layer's. The outputs were computed once with conv_pool_reference in float64 and pinned (the test recomputes
+# them too).
+GOLDEN = {
+    "stream_major": (
+        2, dict(num_bands=6, num_streams=2, patch_size=3, pool_size=2),
+        [[[0.7448119, 0.7377497, 0.5192001, 0.0885661], [0.0836494, 0.0, 0.0, 0.0]]],
+    ),
+    "band_major_stride2": (
+        3, dict(num_bands=7, num_streams=2, patch_size=3, patch_stride=2, pool_size=1, streams_first=False),
+        [[[0.3996503, 0.6317022, 0.5666547, 0.0, 0.0, 0.0, 0.7105203, 0.9546406, 0.7497786],
+          [0.0341544, 0.0, 0.0, 0.3792955, 0.6077315, 0.5503419, 0.0, 0.0, 0.0]]],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_values(name):
+    filters, geometry, expected = GOLDEN[name]
+    num_bands, num_streams = geometry["num_bands"], geometry["num_streams"]
+    x = fixed_array((1, 2, num_bands * num_streams), phase=2.0)
+    layer = fixed_layer(filters, **geometry)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-6, atol=1e-6)
+    frames = x[0].astype(np.float64)
+    if geometry.get("streams_first", True):
+        grid = frames.reshape(-1, num_streams, num_bands).transpose(0, 2, 1)
+    else:
+        grid = frames.reshape(-1, num_bands, num_streams)
+    kernel = fixed_array((geometry["patch_size"], num_streams, filters), scale=0.8).astype(np.float64)
+    bias = fixed_array((filters,), scale=0.1, phase=1.0).astype(np.float64)
+    reference = conv_pool_reference(grid, kernel, bias, geometry["patch_size"], geometry.get("patch_stride", 1),
+                                    geometry["pool_size"])
+    np.testing.assert_allclose(reference, expected[0], rtol=0, atol=1e-7)  # the pins are the float64 reference's
 
 
 @pytest.mark.parametrize(
@@ -50,7 +82,7 @@ def test_golden_values():
 def test_matches_reference(num_bands, num_streams, patch_size, patch_stride, pool_size, streams_first):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, num_bands * num_streams)).astype("float32")
-    layer = seeded_layer(
+    layer = fixed_layer(
         4,
         patch_size=patch_size,
         patch_stride=patch_stride,
@@ -75,7 +107,7 @@ def test_spliced_input_channels_are_context_frames_times_streams():
     """Splice(k) of [static|Δ|ΔΔ] is channel-major with (2k+1)*streams channels, channel = j*streams + s."""
     num_bands, num_streams, context = 10, 3, 2
     x = np.random.default_rng(1).standard_normal((1, 6, num_bands * num_streams)).astype("float32")
-    layer = seeded_layer(3, patch_size=4, pool_size=2, num_bands=num_bands, num_streams=num_streams * 5)
+    layer = fixed_layer(3, patch_size=4, pool_size=2, num_bands=num_bands, num_streams=num_streams * 5)
     out = np.asarray(layer(Splice(context)(x)))[0]
     kernel, bias = (np.asarray(w) for w in layer.get_weights())
     windows = splice_reference(x, context)[0].reshape(6, 5, num_streams, num_bands)  # (frame, j, s, band)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from crnn_tf.layers import Maxout
+from tests.layers.fixed_weights import fixed_array, fixed_initializer
 
 
 def maxout_reference(x, kernel, bias, units, group_size):
@@ -12,20 +13,35 @@ def maxout_reference(x, kernel, bias, units, group_size):
     return pieces.reshape(*pieces.shape[:-1], units, group_size).max(axis=-1)
 
 
-def seeded_maxout(units, group_size, **kwargs):
+def fixed_maxout(units, group_size, input_dim, **kwargs):
+    """A Maxout whose weights are `fixed_array`s: no random initialiser, so no RNG change can move its outputs."""
+    pieces = units * group_size
     return Maxout(
         units,
         group_size=group_size,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=7),
-        bias_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=8),
+        kernel_initializer=fixed_initializer((input_dim, pieces), scale=0.8),
+        bias_initializer=fixed_initializer((pieces,), scale=0.1, phase=1.0),
         **kwargs,
     )
 
 
-def test_golden_values():
-    x = np.linspace(-1, 1, 8, dtype="float32").reshape(1, 2, 4)
-    expected = [[[-0.4842185, 0.7390639, 0.949866], [0.3050146, 0.5440169, 0.562209]]]
-    np.testing.assert_allclose(seeded_maxout(3, 2)(x), expected, rtol=1e-6, atol=1e-6)
+# name: (input shape, units, group_size, output). Input fixed_array(shape, phase=2.0), weights as fixed_maxout's.
+# The outputs were computed once with maxout_reference in float64 and pinned (the test recomputes them too).
+GOLDEN = {
+    "sequence_g2": ((1, 2, 4), 3, 2, [[[-0.1713831, 0.3333109, 0.4040034], [0.5628274, -0.033814, -0.4809749]]]),
+    "matrix_g3": ((2, 5), 2, 3, [[0.4709118, 0.0790341], [-0.0772242, 0.1387301]]),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_values(name):
+    shape, units, group_size, expected = GOLDEN[name]
+    x = fixed_array(shape, phase=2.0)
+    np.testing.assert_allclose(fixed_maxout(units, group_size, shape[-1])(x), expected, rtol=1e-6, atol=1e-6)
+    kernel = fixed_array((shape[-1], units * group_size), scale=0.8).astype(np.float64)
+    bias = fixed_array((units * group_size,), scale=0.1, phase=1.0).astype(np.float64)
+    reference = maxout_reference(x.astype(np.float64), kernel, bias, units, group_size)
+    np.testing.assert_allclose(reference, expected, rtol=0, atol=1e-7)  # the pins are the float64 reference's
 
 
 @pytest.mark.parametrize(
@@ -35,7 +51,7 @@ def test_golden_values():
 )
 def test_matches_reference(shape, units, group_size):
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    layer = seeded_maxout(units, group_size)
+    layer = fixed_maxout(units, group_size, shape[-1])
     out = np.asarray(layer(x))
     kernel, bias = (np.asarray(w) for w in layer.get_weights())
     assert kernel.shape == (shape[-1], units * group_size)

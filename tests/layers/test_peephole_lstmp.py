@@ -215,13 +215,29 @@ def test_equals_keras_lstm_without_peepholes_or_projection():
     np.testing.assert_array_equal(ours(x, mask=mask).numpy()[1, 5:], 0.0)  # padded frames output zeros
 
 
+# Case "clipped_masked": y[1, 3], c[2] and d_peephole_kernel summed over units, computed once with numpy_lstmp and
+# _finite_difference_gradient in float64 and pinned (the test recomputes them too). The case's arrays come from
+# NumPy and reach the layer through set_weights: no Keras initialiser or RNG is involved.
+GOLDEN_CLIPPED_MASKED = {
+    "y": [-0.061457, -0.080699, 0.065291],
+    "c": [-0.043296, -0.389874, 0.4, 0.309429],
+    "d_peephole_kernel": [0.007647, 0.012929, 0.058235],
+}
+
+
 def test_golden_values():
     """Fixed weights and inputs -> frozen outputs: guards the equations against silent change."""
     ours = _run_ours("clipped_masked")
-    np.testing.assert_allclose(ours["y"][1, 3], [-0.061457, -0.080699, 0.065291], atol=2e-6)
-    np.testing.assert_allclose(ours["c"][2], [-0.043296, -0.389874, 0.4, 0.309429], atol=2e-6)
-    np.testing.assert_allclose(ours["d_peephole_kernel"].sum(axis=1), [0.007647, 0.012929, 0.058235],
+    np.testing.assert_allclose(ours["y"][1, 3], GOLDEN_CLIPPED_MASKED["y"], atol=2e-6)
+    np.testing.assert_allclose(ours["c"][2], GOLDEN_CLIPPED_MASKED["c"], atol=2e-6)
+    np.testing.assert_allclose(ours["d_peephole_kernel"].sum(axis=1), GOLDEN_CLIPPED_MASKED["d_peephole_kernel"],
                                atol=2e-6)
+    arrays = _case_arrays("clipped_masked")
+    y, c, _ = numpy_lstmp(arrays)
+    reference = {"y": y[1, 3], "c": c[2],
+                 "d_peephole_kernel": _finite_difference_gradient(arrays, "peephole_kernel").sum(axis=1)}
+    for key, pinned in GOLDEN_CLIPPED_MASKED.items():  # the pins are the float64 reference's, to 6 decimals
+        np.testing.assert_allclose(reference[key], pinned, rtol=0, atol=6e-7, err_msg=key)
 
 
 @pytest.mark.parametrize("feature_major", [False, True], ids=["batch_major", "feature_major"])

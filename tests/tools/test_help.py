@@ -2,6 +2,7 @@
 import ast
 import concurrent.futures
 import os
+import re
 import subprocess
 import sys
 
@@ -19,11 +20,17 @@ def _console_scripts():
 
 CONSOLE_SCRIPTS = _console_scripts()
 
-# A flag each tool must list under its own name (not only in --helpfull).
+# Shared groups (tools/common_flags.py), each represented by flags every adopter must list.
+DECODER = ("--graph_dir", "--acoustic_scale", "--max_active")
+FEATURES = ("--feature_config", "--sample_rate", "--cmvn", "--low_freq", "--[no]norm_vars")
+AUGMENT = ("--augment_speed_factors", "--augment_time_masks")
+# Flags each tool must list among its own (not only in --helpfull): one of its own, and those of the groups it uses.
 KEY_FLAGS = {
-    "crnn-make-corpus": "--num_utterances", "crnn-prepare-data": "--data_dir", "crnn-prepare-fsdd": "--test_speakers",
-    "crnn-align": "--init", "crnn-train": "--model_spec", "crnn-export": "--export_base", "crnn-decode": "--graph_dir",
-    "crnn-serve": "--model_base_path", "crnn-recognize": "--graph_dir", "crnn-recipe": "--fsdd",
+    "crnn-make-corpus": ("--num_utterances",), "crnn-prepare-data": ("--data_dir", *FEATURES),
+    "crnn-prepare-fsdd": ("--test_speakers",), "crnn-align": ("--init",),
+    "crnn-train": ("--model_spec", "--lr_initial", *AUGMENT), "crnn-export": ("--export_base",),
+    "crnn-decode": ("--scores", *DECODER), "crnn-serve": ("--model_base_path", *DECODER),
+    "crnn-recognize": ("--server", *DECODER), "crnn-recipe": ("--fsdd", *FEATURES, *AUGMENT),
 }
 BIN = os.path.dirname(sys.executable)
 
@@ -54,7 +61,9 @@ def test_help_lists_the_tools_own_flags(helps, script):
     module = CONSOLE_SCRIPTS[script].split(":")[0]
     doc = ast.get_docstring(ast.parse(open(os.path.join(ROOT, *module.split(".")) + ".py").read()))
     assert done.stdout.lstrip().splitlines()[0] == doc.splitlines()[0]  # the tool's docstring is the usage
-    assert KEY_FLAGS[script] in done.stdout
+    listed = re.findall(r"^  (--[^:\s]+):", done.stdout, flags=re.M)  # absl's "  --name: help" lines
+    assert set(KEY_FLAGS[script]) <= set(listed), sorted(set(KEY_FLAGS[script]) - set(listed))
+    assert len(listed) == len(set(listed))
     assert "--tf_" not in done.stdout and "--helpfull" in done.stdout  # TF's flags stay in --helpfull
 
 
@@ -70,6 +79,19 @@ def test_a_bad_flag_is_a_usage_error_naming_it(bad_flags, script):
     done = bad_flags[script]
     assert done.returncode == 1 and "Unknown command line flag 'no_such_flag'" in done.stderr, done.stderr[-500:]
     assert "Traceback" not in done.stderr
+
+
+def test_importing_every_tool_in_one_process_defines_no_flags():
+    """Tools define their flags when they run: importing several (a test, a notebook) neither defines flags nor
+    raises DuplicateFlagError on the names they share (--model_name, --sample_rate, --graph_dir, …)."""
+    modules = sorted({target.split(":")[0] for target in CONSOLE_SCRIPTS.values()} | {"tools.train_keras_fit"})
+    code = ("import importlib, sys; from absl import flags\n"
+            "for name in sys.argv[1:]: importlib.import_module(name)\n"
+            "print(sorted(m for m in flags.FLAGS.flags_by_module_dict() if m.split('.')[0] in ('tools', 'serving')))")
+    done = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_bad_value_names_the_problem():

@@ -1,15 +1,27 @@
-"""crnn-prepare-data CLI: flags → prepare_data_dir, summary on stdout, skipped utterances on stderr."""
+"""crnn-prepare-data CLI: flags → prepare_data_dir, summary on stdout, skipped utterances on stderr; the shared
+feature flags → FeatureConfig."""
 import json
 import os
 
 import numpy as np
-from absl import flags
+import pytest
+from absl import app, flags
 
 from crnn_tf.data import kaldi_io
 from crnn_tf.data.tfrecords import read_manifest
 from crnn_tf.features import FeatureConfig
 from tests.data.fixtures import add_utterance, make_data_dir
-from tools import prepare_data
+from tools import common_flags, prepare_data
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tool_flags():
+    """crnn-prepare-data's flags, defined as its run() does, and removed again for the other tests of the process."""
+    before = set(flags.FLAGS)
+    prepare_data.define_flags()
+    yield
+    for name in set(flags.FLAGS) - before:
+        delattr(flags.FLAGS, name)
 
 
 def test_cli_prepares_and_reports(tmp_path, capsys):
@@ -35,3 +47,39 @@ def test_cli_prepares_and_reports(tmp_path, capsys):
     assert manifest.feature_config == config.replace(cmvn="global")
     assert manifest.prior_counts.tolist() == [0, 0, 0, manifest.num_frames, 0]
     assert os.path.exists(out / "cmvn.scp")
+
+
+# name: (arguments, whether --feature_config is given, the FeatureConfig expected). The file holds
+# FeatureConfig(num_mel_bins=20, low_freq=100): flags not given must leave its values alone.
+FEATURE_FLAG_CASES = {
+    "flags_only": (["--low_freq=300", "--high_freq=-600", "--cmvn=speaker"], False,
+                   FeatureConfig(low_freq=300.0, high_freq=-600.0, cmvn="speaker")),
+    "no_flags_is_the_default_config": ([], False, FeatureConfig()),
+    "file_changed_by_the_flags_given": (["--sample_rate=16000", "--norm_vars"], True,
+                                        FeatureConfig(num_mel_bins=20, low_freq=100.0, sample_rate=16000,
+                                                      norm_vars=True)),
+}
+
+
+@pytest.mark.parametrize("name", list(FEATURE_FLAG_CASES))
+def test_feature_flags_build_the_config(tmp_path, name):
+    args, with_file, expected = FEATURE_FLAG_CASES[name]
+    (tmp_path / "fe.json").write_text(FeatureConfig(num_mel_bins=20, low_freq=100.0).to_json())
+    try:
+        flags.FLAGS(["crnn-prepare-data", *args] + ([f"--feature_config={tmp_path}/fe.json"] if with_file else []))
+        assert common_flags.feature_config_from_flags() == expected
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--low_freq=5000"], "need 0 ≤ low_freq < high_freq"),
+    (["--feature_config=/no/such/fe.json"], "No such file"),
+], ids=["impossible_band", "missing_file"])
+def test_bad_feature_options_are_a_usage_error(args, message):
+    try:
+        flags.FLAGS(["crnn-prepare-data", *args])
+        with pytest.raises(app.UsageError, match=f"feature options: .*{message}"):
+            common_flags.feature_config_from_flags()
+    finally:
+        flags.FLAGS.unparse_flags()

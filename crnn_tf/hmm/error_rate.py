@@ -1,7 +1,8 @@
-"""WER / CER scoring with kaldialign, per-utterance alignments and a Kaldi compute-wer style summary.
+"""Word and character error rates (WER / CER) with kaldialign: per-utterance alignments and a Kaldi compute-wer style
+summary.
 
 Example:
-    >>> s = score({"u1": ["ONE", "TWO"]}, {"u1": ["ONE", "THREE", "FOUR"]})
+    >>> s = error_rate({"u1": ["ONE", "TWO"]}, {"u1": ["ONE", "THREE", "FOUR"]})
     >>> s.summary()
     '%WER 100.00 [ 2 / 2, 1 ins, 0 del, 1 sub ]'
 """
@@ -16,7 +17,7 @@ EPS = "<eps>"
 
 
 @dataclasses.dataclass
-class UttScore:
+class UttErrors:
     """Edit counts of one utterance and its alignment [(ref or <eps>, hyp or <eps>)]."""
 
     utt: str
@@ -32,15 +33,15 @@ class UttScore:
 
 
 @dataclasses.dataclass
-class Score:
-    """Totals over a set of utterances (`per_utt` keeps each one's alignment)."""
+class ErrorRate:
+    """Edit counts over a set of utterances, and their error rate (`per_utt` keeps each one's alignment)."""
 
     unit: str
     ref_len: int
     ins: int
     dels: int
     subs: int
-    per_utt: list[UttScore]
+    per_utt: list[UttErrors]
     missing: list[str] = dataclasses.field(default_factory=list)
     oov_count: int = 0
 
@@ -64,7 +65,7 @@ class Score:
         the interval is wider than a binomial one over words. Deterministic for a given seed.
 
         Example:
-          >>> lo, hi = score({"a": ["X"], "b": ["Y"]}, {"a": ["X"], "b": ["Z"]}).interval()
+          >>> lo, hi = error_rate({"a": ["X"], "b": ["Y"]}, {"a": ["X"], "b": ["Z"]}).interval()
           >>> lo, hi
           (0.0, 100.0)
         """
@@ -99,9 +100,9 @@ class Score:
         return "\n".join(lines)
 
 
-def score(refs: dict[str, list[str]], hyps: dict[str, list[str]], unit: str = "WER",
-          oov_words: set[str] | None = None) -> Score:
-    """Scores hypotheses against references (utterances missing from `hyps` count as empty hypotheses).
+def error_rate(refs: dict[str, list[str]], hyps: dict[str, list[str]], unit: str = "WER",
+               oov_words: set[str] | None = None) -> ErrorRate:
+    """Counts the errors of hypotheses against references (utterances missing from `hyps` count as empty hypotheses).
 
     Args:
       refs: utt -> reference tokens.
@@ -123,9 +124,9 @@ def score(refs: dict[str, list[str]], hyps: dict[str, list[str]], unit: str = "W
             ref, hyp = list("".join(ref)), list("".join(hyp))
         d = kaldialign.edit_distance(ref, hyp)
         ali = [(r, h) for r, h in kaldialign.align(ref, hyp, EPS)]
-        per_utt.append(UttScore(utt, len(ref), d["ins"], d["del"], d["sub"], ali))
+        per_utt.append(UttErrors(utt, len(ref), d["ins"], d["del"], d["sub"], ali))
         totals["ref_len"] += len(ref)
         totals["ins"] += d["ins"]
         totals["dels"] += d["del"]
         totals["subs"] += d["sub"]
-    return Score(unit, per_utt=per_utt, missing=missing, oov_count=oov, **totals)
+    return ErrorRate(unit, per_utt=per_utt, missing=missing, oov_count=oov, **totals)
