@@ -116,8 +116,8 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
             stats = global_stats
             if config.cmvn == "speaker":
                 stats = tf.reshape(tf.cast(ex["cmvn_stats"], tf.float64), [1, 2, config.num_bands + 1])
+            clean = waveform
             if augment.changes_waveform:
-                clean = waveform
                 waveform, factor = perturb_waveform(waveform, augment, utt_seed, config.sample_rate)
             mel_weights = None
             if augment.warps_frequency:

@@ -197,6 +197,18 @@ def test_vtlp_warps_each_utterance_by_one_drawn_factor_and_keeps_its_labels(audi
         assert not np.allclose(features, clean[utt][0], atol=1e-3)
 
 
+@pytest.mark.parametrize("settings", [{"vtlp_factors": (0.9, 1.1)}, {"vtlp_factors": (0.9, 1.1), "gain_db": 3.0}],
+                         ids=["vtlp", "vtlp+gain"])
+def test_vtlp_runs_with_speaker_cmvn(audio_manifest, tmp_path, settings):
+    config = FeatureConfig(cmvn="speaker", norm_vars=True)
+    speaker = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "spk"), mode="audio", config=config,
+                               alignments=audio_manifest.source["alignments"], num_targets=100, progress=False)
+    warped, clean = (_epoch(speaker, c, 5) for c in (aug.AugmentConfig(**settings), None))
+    for utt, (features, labels) in warped.items():
+        assert np.all(np.isfinite(features)) and np.array_equal(labels, clean[utt][1])
+        assert not np.allclose(features, clean[utt][0], atol=1e-3)
+
+
 def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
     features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"),
                                          progress=False)
