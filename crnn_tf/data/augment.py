@@ -18,6 +18,11 @@ Front-end perturbation (audio mode): vocal tract length perturbation (VTLP), the
 by a factor drawn from a list, with Kaldi's VTLN warp (`crnn_tf.features.fbank.mel_banks`). Formants move, pitch and
 timing stay, so the labels stay as they are.
 
+Edge trimming (audio mode): recordings cut by a voice-activity detector often start and end inside the first and
+last sounds (a /t/ burst or an /f/ gone). Each utterance loses a random number of frames at either end, up to
+`edge_trim_frames` frames past its speech onset (and before its offset), found from the frame energies; the labels
+are cut with the frames.
+
 Feature perturbation (either mode, after the front end): SpecAugment time and frequency masks (masked values set to 0,
 the normalised mean; a frequency mask covers the same bands in every Δ stream).
 
@@ -61,6 +66,9 @@ class AugmentConfig:
       noise_colours: colours drawn uniformly, from "white", "pink", "brown". Default all three.
       time_masks, time_mask_frames: SpecAugment time masks per utterance and their maximum width. Defaults 0, 10.
       freq_masks, freq_mask_bands: SpecAugment frequency masks and their maximum width in bands. Defaults 0, 4.
+      edge_trim_frames: trim each end of an utterance at a random frame between the utterance's edge and this many
+        frames inside its speech (onset and offset: the first and last frame within 30 dB of its loudest). Default 0
+        (off).
     """
 
     speed_factors: tuple[float, ...] = ()
@@ -78,6 +86,7 @@ class AugmentConfig:
     time_mask_frames: int = 10
     freq_masks: int = 0
     freq_mask_bands: int = 4
+    edge_trim_frames: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
@@ -99,7 +108,7 @@ class AugmentConfig:
         unknown = sorted(set(self.noise_colours) - set(NOISE_COLOURS))
         if unknown or not self.noise_colours:
             raise ValueError(f"noise colours {self.noise_colours}: choose from {sorted(NOISE_COLOURS)}")
-        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands"):
+        for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands", "edge_trim_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
 
@@ -116,8 +125,9 @@ class AugmentConfig:
 
     @property
     def needs_audio(self) -> bool:
-        """True when the perturbation acts before or inside the front end, so the data must be audio."""
-        return self.changes_waveform or self.warps_frequency
+        """True when the perturbation acts before or inside the front end (or needs its raw energies), so the data
+        must be audio."""
+        return self.changes_waveform or self.warps_frequency or self.edge_trim_frames > 0
 
     @property
     def masks_features(self) -> bool:
@@ -294,6 +304,40 @@ def vtlp_mel_weights(config: AugmentConfig, feature_config, seed):
     return banks[index], tf.constant(config.vtlp_factors, tf.float32)[index]
 
 
+def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = 30.0):
+    """`(start, end)` frames an utterance keeps when its edges are trimmed at random into its speech.
+
+    The start is uniform in `[0, onset + max_into_speech]`, the end in `[offset + 1 - max_into_speech, frames]`,
+    where onset and offset are the first and last frames whose log energy is within `floor_db` of the loudest; at
+    least one frame of speech is always kept.
+
+    Args:
+      log_energy: float `[frames]` natural-log frame energies (fbank's energy column before normalisation).
+      max_into_speech: frames past the onset (before the offset) the cut may reach.
+      seed: int64 `[2]` stateless seed.
+      floor_db: speech threshold below the loudest frame. Default 30 dB.
+
+    Example:
+    >>> energy = tf.constant([0., 0., 10., 10., 10., 10., 0.])
+    >>> start, end = edge_trim_range(energy, 1, tf.constant([1, 2], tf.int64))
+    >>> 0 <= int(start) <= 3 and 4 <= int(end) <= 7
+    True
+    """
+    log_energy = tf.convert_to_tensor(log_energy, tf.float32)
+    frames = tf.shape(log_energy)[0]
+    speech = log_energy >= tf.reduce_max(log_energy) - floor_db * math.log(10.0) / 10.0
+    index = tf.range(frames)
+    onset = tf.reduce_min(tf.where(speech, index, frames))
+    offset = tf.reduce_max(tf.where(speech, index, -1))
+    middle = (onset + offset) // 2  # never cut past the middle of the speech
+    latest_start = tf.minimum(onset + max_into_speech, middle)
+    earliest_end = tf.maximum(offset + 1 - max_into_speech, middle + 1)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    start = tf.random.stateless_uniform([], seeds[0], 0, latest_start + 1, dtype=tf.int32)
+    end = tf.random.stateless_uniform([], seeds[1], earliest_end, frames + 1, dtype=tf.int32)
+    return start, end
+
+
 def perturbed_speaker_stats(speaker, clean, perturbed, var_floor: float = 1e-10):
     """Kaldi CMVN stats `[2, D + 1]` of a speaker as if all their audio had been perturbed like one utterance.
 
@@ -347,6 +391,6 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
+__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights", "edge_trim_range",
            "perturbed_speaker_stats", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]

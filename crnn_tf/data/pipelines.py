@@ -39,7 +39,7 @@ Example:
 import tensorflow as tf
 
 from crnn_tf.data.augment import (AugmentConfig, perturb_waveform, perturbed_speaker_stats, spec_augment,
-                                  stretch_labels, utterance_seed, vtlp_mel_weights)
+                                  edge_trim_range, stretch_labels, utterance_seed, vtlp_mel_weights)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
 from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
@@ -82,7 +82,7 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
     augment = augment or AugmentConfig()
     if augment.needs_audio and manifest.mode != "audio":
         raise ValueError(f"{manifest.directory}: waveform and front-end augmentation (speed, gain, reverb, "
-                         f"telephone, noise, VTLP) needs data prepared with mode='audio' (crnn-prepare-data "
+                         f"telephone, noise, VTLP, edge trimming) needs data prepared with mode='audio' (crnn-prepare-data "
                          f"--mode=audio); this is {manifest.mode!r} data")
     paths = manifest.shard_paths
     if not paths:
@@ -137,6 +137,13 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
                                                  config.frame_length / 2 if config.snip_edges else 0.0),
                     lambda: ex["labels"])
             ex["features"] = feats[0, : ex["num_frames"]]
+            if augment.edge_trim_frames > 0:
+                if not config.use_energy:
+                    raise ValueError("edge trimming finds speech from the frame energies: it needs use_energy=True")
+                start, end = edge_trim_range(static[0, : ex["num_frames"], 0], augment.edge_trim_frames,
+                                             tf.random.experimental.stateless_fold_in(utt_seed, 3))
+                ex["features"], ex["labels"] = ex["features"][start:end], ex["labels"][start:end]
+                ex["num_frames"] = tf.cast(end - start, ex["num_frames"].dtype)
         ex.pop("cmvn_stats", None)
         if augment.masks_features:
             ex["features"] = spec_augment(ex["features"], augment, config.num_streams,

@@ -209,6 +209,30 @@ def test_vtlp_runs_with_speaker_cmvn(audio_manifest, tmp_path, settings):
         assert not np.allclose(features, clean[utt][0], atol=1e-3)
 
 
+def test_edge_trim_cuts_into_the_speech_and_never_past_its_middle():
+    energy = np.zeros(100, np.float32)
+    energy[30:70] = 20.0  # speech at frames 30-69, silence 46 dB below it elsewhere
+    cuts = [tuple(int(x) for x in aug.edge_trim_range(energy, 5, tf.constant([3, i], tf.int64))) for i in range(200)]
+    starts, ends = zip(*cuts)
+    assert min(starts) == 0 and max(starts) == 35 and min(ends) == 65 and max(ends) == 100
+    assert len(set(starts)) > 20  # spread over the whole range, not a few values
+    assert aug.edge_trim_range(energy, 50, tf.constant([3, 1], tf.int64))[0] <= 49  # the middle stays
+    again = [tuple(int(x) for x in aug.edge_trim_range(energy, 5, tf.constant([3, i], tf.int64))) for i in range(200)]
+    assert again == cuts
+
+
+def test_edge_trim_in_the_pipeline_keeps_features_and_labels_together(audio_manifest):
+    trimmed, clean = (_epoch(audio_manifest, c, 5) for c in (aug.AugmentConfig(edge_trim_frames=3), None))
+    shorter = 0
+    for utt, (features, labels) in trimmed.items():
+        assert features.shape[0] == labels.size > 0
+        assert np.array_equal(labels, np.arange(labels[0], labels[0] + labels.size))  # a contiguous cut
+        first = int(labels[0])
+        np.testing.assert_allclose(features[:, 31:], clean[utt][0][first:first + labels.size, 31:], atol=1e-4)
+        shorter += labels.size < clean[utt][1].size
+    assert shorter >= len(trimmed) // 2
+
+
 def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
     features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"),
                                          progress=False)
@@ -216,6 +240,8 @@ def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(gain_db=3.0))
     with pytest.raises(ValueError, match="VTLP"):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(vtlp_factors=(0.9, 1.1)))
+    with pytest.raises(ValueError, match="edge trimming"):
+        utterance_dataset(features_manifest, augment=aug.AugmentConfig(edge_trim_frames=3))
     masked = utterance_dataset(features_manifest, augment=aug.AugmentConfig(freq_masks=1))  # masks work on features
     assert next(iter(masked))["features"].shape[1] == 93
 
