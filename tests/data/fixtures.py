@@ -67,15 +67,20 @@ def have_sox() -> bool:
     return shutil.which("sox") is not None and subprocess.run(["sox", "--version"], capture_output=True).returncode == 0
 
 
-def write_kaldi_transition_model(path, model, binary: bool, tuples_token: str = "<Triples>") -> None:
-    """Writes a kaldi-hmm-gmm `TransitionModel` as Kaldi's `TransitionModel::Write` does, then a stand-in AmDiagGmm.
+def write_kaldi_transition_model(path, model, binary: bool, tuples_token: str = "<Triples>", gmm=None) -> None:
+    """Writes a kaldi-hmm-gmm `TransitionModel` as Kaldi's `TransitionModel::Write` does, then the AmDiagGmm `gmm`
+    (a `crnn_tf.hmm.gmm.DiagGmmSet`) or a stand-in for one.
 
-    Text is kaldi-hmm-gmm's own `str(model)`; binary is built byte by byte (kaldi-hmm-gmm cannot write it): the
-    topology's entries and phone→entry map, `<Triples>` (older Kaldi) or `<Tuples>` (Kaldi >= 2019), and the
-    log-probs as a float vector.
+    Text is kaldi-hmm-gmm's own `str(model)` and `gmm.to_kaldi_text()`; binary is built byte by byte (kaldi-hmm-gmm
+    cannot write it): the topology's entries and phone→entry map, `<Triples>` (older Kaldi) or `<Tuples>` (Kaldi
+    >= 2019), the log-probs as a float vector, then `AmDiagGmm::Write`'s layout in float32 (`FV`/`FM` tokens).
     """
     import struct
 
+    if gmm is not None and not binary:
+        with open(path, "w") as f:
+            f.write(str(model) + gmm.to_kaldi_text())
+        return
     if not binary:
         text = str(model)
         if tuples_token == "<Tuples>":
@@ -114,5 +119,34 @@ def write_kaldi_transition_model(path, model, binary: bool, tuples_token: str = 
     log_probs = list(model.log_probs)
     out += (f"</{tuples_token[1:]} <LogProbs> FV ".encode() + i32(len(log_probs))
             + struct.pack(f"<{len(log_probs)}f", *log_probs) + b"</LogProbs> </TransitionModel> <DIMENSION> ")
+    if gmm is not None:
+        out += _binary_am_diag_gmm(gmm)
     with open(path, "wb") as f:
         f.write(bytes(out))
+
+
+def _binary_am_diag_gmm(gmm) -> bytes:
+    """`AmDiagGmm::Write` in binary after its `<DIMENSION> ` token: per pdf `DiagGmm::Write` (gconsts, weights,
+    means times inverse variances, inverse variances), vectors as `FV` + int32 size, matrices as `FM` + int32 rows
+    and columns, then the float32 values."""
+    import struct
+
+    import numpy as np
+
+    def i32(v):
+        return b"\x04" + struct.pack("<i", v)
+
+    def fv(v):
+        return b"FV " + i32(len(v)) + np.asarray(v, "<f4").tobytes()
+
+    def fm(m):
+        return b"FM " + i32(m.shape[0]) + i32(m.shape[1]) + np.asarray(m, "<f4").tobytes()
+
+    out = bytearray(i32(gmm.dim) + b"<NUMPDFS> " + i32(gmm.num_pdfs))
+    for weights, means, variances in zip(gmm.weights, gmm.means, gmm.vars):
+        inv_vars = 1.0 / variances
+        gconsts = (np.log(weights) - 0.5 * gmm.dim * np.log(2 * np.pi) - 0.5 * np.log(variances).sum(1)
+                   - 0.5 * (means * means * inv_vars).sum(1))
+        out += (b"<DiagGMM> <GCONSTS> " + fv(gconsts) + b"<WEIGHTS> " + fv(weights) + b"<MEANS_INVVARS> "
+                + fm(means * inv_vars) + b"<INV_VARS> " + fm(inv_vars) + b"</DiagGMM> ")
+    return bytes(out)
