@@ -8,7 +8,7 @@ import pytest
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_table, write_matrices
 from crnn_tf.hmm import model as M
 from crnn_tf.hmm.align import read_gmm_model
-from crnn_tf.hmm.decoder import HybridDecoder, read_graph
+from crnn_tf.hmm.decoder import HybridDecoder
 from crnn_tf.hmm.features import compute_mfcc
 from crnn_tf.hmm.scoring import score
 
@@ -95,7 +95,8 @@ def test_loglik_ark_is_a_kaldi_matrix_archive(tmp_path, decoder):
 
 
 def test_pdf_count_mismatch_is_a_clear_error(decoder):
-    with pytest.raises(ValueError, match=rf"shape \(20, {decoder.num_pdfs + 1}\).*{decoder.num_pdfs} pdfs"):
+    n = decoder.num_pdfs
+    with pytest.raises(ValueError, match=rf"utterance utt: .*shape \(20, {n + 1}\).*{n} pdfs"):
         decoder.decode(np.zeros((20, decoder.num_pdfs + 1), np.float32))
     with pytest.raises(ValueError, match="prior counts have 3 pdfs"):
         HybridDecoder(decoder.graph_dir, prior_counts=np.ones(3))
@@ -109,13 +110,32 @@ def test_no_final_state_is_flagged_partial(decoder):
     assert not ok.partial
 
 
-def test_const_fst_gets_a_conversion_hint(tmp_path, tiny_alignment):
+def test_kaldi_graph_dir_decodes_like_ours(tmp_path, tiny_alignment, decoder):
+    # mkgraph.sh's layout: exp/tri1/graph/HCLG.fst a const FST, no final.mdl there (decode.sh takes exp/tri1's).
+    import shutil
+
     import kaldifst
 
+    from crnn_tf.hmm.decoder import find_model
+    from tests.data.fixtures import write_kaldi_transition_model
+
+    graph = tmp_path / "exp" / "tri1" / "graph"
+    graph.mkdir(parents=True)
+    for name in ("words.txt", "phones.txt"):
+        shutil.copy(os.path.join(tiny_alignment.graph_dir, name), graph / name)
     fst = kaldifst.StdVectorFst.read(os.path.join(tiny_alignment.graph_dir, "HCLG.fst"))
-    kaldifst.StdConstFst(fst).write(str(tmp_path / "HCLG.fst"))
-    with pytest.raises(ValueError, match="fstconvert --fst_type=vector"):
-        read_graph(str(tmp_path / "HCLG.fst"))
+    kaldifst.StdConstFst(fst).write(str(graph / "HCLG.fst"))
+    with pytest.raises(FileNotFoundError, match="neither .*graph/final.mdl nor .*tri1/final.mdl exists"):
+        find_model(str(graph))
+    write_kaldi_transition_model(graph.parent / "final.mdl", decoder.trans_model, True, "<Tuples>")
+    kaldi = HybridDecoder(str(graph), prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+    assert kaldi.model_path == str(graph.parent / "final.mdl")
+    assert kaldi.hclg.to_str() == fst.to_str()
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    for utt in sorted(pdf)[:3]:
+        x = _oracle(pdf[utt], decoder.num_pdfs)
+        a, b = decoder.decode(x, utt), kaldi.decode(x, utt)
+        assert a.words == b.words and np.array_equal(a.alignment, b.alignment) and a.likelihood == b.likelihood
 
 
 def test_binary_kaldi_model_decodes_like_the_text_one(tiny_alignment, decoder, tmp_path):

@@ -37,3 +37,51 @@ def test_decode_cli_with_oracle_posteriors(tiny_alignment, tmp_path):
     lp = log_priors(read_prior_counts(tiny_alignment.prior_counts))
     np.testing.assert_allclose(ll[utts[0]], post[utts[0]] - lp, rtol=1e-6)
     assert len((tmp_path / "out" / "words.ctm").read_text().splitlines()) == sum(len(text[u].split()) for u in utts)
+
+
+def test_decode_cli_on_a_kaldi_graph_dir_writes_a_kaldi_decode_dir(tiny_alignment, tmp_path):
+    # exp/tri1/graph as mkgraph.sh leaves it (const HCLG.fst, no final.mdl: the binary one is in exp/tri1), an LM
+    # weight sweep as local/score.sh does it.
+    import shutil
+
+    import kaldifst
+
+    from crnn_tf.hmm import model as M
+    from tests.data.fixtures import write_kaldi_transition_model
+
+    graph = tmp_path / "exp" / "tri1" / "graph"
+    graph.mkdir(parents=True)
+    shutil.copy(os.path.join(tiny_alignment.graph_dir, "words.txt"), graph / "words.txt")
+    hclg = kaldifst.StdVectorFst.read(os.path.join(tiny_alignment.graph_dir, "HCLG.fst"))
+    kaldifst.StdConstFst(hclg).write(str(graph / "HCLG.fst"))
+    write_kaldi_transition_model(graph.parent / "final.mdl", M.read_transition_model(tiny_alignment.model), True,
+                                 "<Tuples>")
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    utts = sorted(pdf)[:4]
+    write_matrices(f"ark:{tmp_path / 'post.ark'}",
+                   ((u, np.where(np.arange(tiny_alignment.num_pdfs) == pdf[u][:, None], 0.0, -30.0)) for u in utts))
+    text = dict(line.split(" ", 1) for line in open(tiny_alignment.corpus / "train" / "text"))
+    (tmp_path / "ref.txt").write_text("".join(f"{u} {text[u]}" for u in utts))
+    out = tmp_path / "exp" / "tri1" / "decode_test"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--scores=ark:{tmp_path / 'post.ark'}",
+         f"--prior_counts={tiny_alignment.prior_counts}", f"--ref_text={tmp_path / 'ref.txt'}", "--lm_weights=9:11",
+         f"--out_dir={out}", "--num_workers=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for lmwt in (9, 10, 11):
+        lines = (out / f"wer_{lmwt}").read_text().splitlines()
+        assert lines[0].startswith("%WER 0.00 [ 0 / ") and lines[2] == "Scored 4 sentences, 0 not present in hyp."
+        words = dict(line.split() for line in open(graph / "words.txt"))
+        tra = dict(line.split(" ", 1) for line in (out / "scoring" / f"{lmwt}.tra").read_text().splitlines())
+        assert tra == {u: " ".join(words[w] for w in text[u].split()) for u in utts}
+    assert (out / "hyp.txt").read_text() == (tmp_path / "ref.txt").read_text()
+    assert '"best_lm_weight": 9' in proc.stdout
+    # The same scores against a model with another pdf count: an error naming the utterance and both numbers.
+    topo = M.make_topology([1, 2])
+    M.write_model(str(graph.parent / "final.mdl"), M.transition_model(topo, M.monophone_tree(topo)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--scores=ark:{tmp_path / 'post.ark'}",
+         f"--out_dir={tmp_path / 'bad'}", "--num_workers=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert (f"crnn-decode: utterance {utts[0]}: network output has shape ({len(pdf[utts[0]])}, "
+            f"{tiny_alignment.num_pdfs}) but {graph.parent / 'final.mdl'} has 6 pdfs") in proc.stderr
