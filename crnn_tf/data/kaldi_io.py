@@ -68,17 +68,61 @@ def _sequential_source(path):
         yield f"ark:{plain.name}"
 
 
+def _read_sequential(reader_type, rspecifier, convert) -> Iterator[tuple[str, object]]:
+    """Yields `(key, convert(value))` of a table and fails loudly where Kaldi's reader only warns: an archive that is
+    truncated or corrupt part-way would otherwise just end early."""
+    count, key = 0, None
+    with _sequential_source(rspecifier) as source:
+        reader = reader_type(source)
+        while not reader.done:
+            key = reader.key
+            yield key, convert(reader.value)
+            count += 1
+            reader.next()
+        if not reader._impl.close():  # the binding's own close() drops Kaldi's status; its core returns it
+            after = f"after {count} entries (the last {key!r})" if count else "before its first entry"
+            raise ValueError(f"{os.fspath(rspecifier)}: truncated or corrupt Kaldi table, reading stopped {after}")
+
+
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
     """Yields `(key, float32 [rows, cols])` from a Kaldi table (`scp:feats.scp`, `ark:x.ark`, `x.ark.gz`, or a plain
-    path)."""
-    with _sequential_source(rspecifier) as source:
-        for key, value in kio.SequentialFloatMatrixReader(source):
-            yield key, np.array(value, dtype=np.float32, copy=True)  # the reader reuses its buffer
+    path); compressed matrices (CM, CM2, CM3, as `copy-feats --compress=true` writes) and scp byte offsets
+    (`utt raw_mfcc.1.ark:1234`) included.
+
+    Raises:
+      ValueError: naming the table and the last key read when the archive is truncated or corrupt.
+    """
+    # np.array copies: the reader reuses its buffer
+    return _read_sequential(kio.SequentialFloatMatrixReader, rspecifier,
+                            lambda value: np.array(value, dtype=np.float32, copy=True))
 
 
-def read_matrix_table(rspecifier: str):
-    """Random access to float32 matrices by key: `table[key]`, `key in table`."""
-    return kio.RandomAccessFloatMatrixReader(_rspecifier(rspecifier))
+class _MatrixTable:
+    """Random access to float32 matrices by key whose read failures name the table and the key."""
+
+    def __init__(self, rspecifier: str):
+        self.source = os.fspath(rspecifier)
+        self._reader = kio.RandomAccessFloatMatrixReader(_rspecifier(rspecifier))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._reader
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._reader[key]
+        except RuntimeError as error:  # Kaldi's C++ error text, without the table or the key
+            raise ValueError(f"{self.source}: cannot read the matrix of {key!r} (truncated or corrupt archive, or "
+                             "a missing key)") from error
+
+
+def read_matrix_table(rspecifier: str) -> _MatrixTable:
+    """Random access to float32 matrices by key: `table[key]`, `key in table` (compressed matrices and scp offsets
+    as `read_matrices`).
+
+    Raises:
+      ValueError: on `table[key]`, naming the table and the key when its matrix cannot be read.
+    """
+    return _MatrixTable(rspecifier)
 
 
 def read_cmvn_stats(rspecifier: str) -> dict[str, np.ndarray]:
@@ -106,9 +150,12 @@ def write_matrices(wspecifier: str, items: Iterable[tuple[str, np.ndarray]], dou
 
 
 def read_int32_vectors(rspecifier: str) -> dict[str, np.ndarray]:
-    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python)."""
-    with _sequential_source(rspecifier) as source:
-        return {key: np.asarray(value, np.int32) for key, value in kio.SequentialInt32VectorReader(source)}
+    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python).
+
+    Raises:
+      ValueError: naming the table and the last key read when the archive is truncated or corrupt.
+    """
+    return dict(_read_sequential(kio.SequentialInt32VectorReader, rspecifier, lambda v: np.asarray(v, np.int32)))
 
 
 def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]) -> int:
