@@ -23,7 +23,8 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-from crnn_tf.data.kaldi_io import read_gmm_model_parts, read_int32_vectors, read_text_table, write_int32_vectors
+from crnn_tf.data.kaldi_io import (read_alignments, read_gmm_model_parts, read_int32_vectors, read_text_table,
+                                   write_int32_vectors)
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.data import priors as label_priors
 from crnn_tf.hmm.features import compute_mfcc
@@ -378,7 +379,8 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     """Accepts Kaldi's own alignments (transition ids) + final.mdl: writes pdf_ali.ark and prior_counts.
 
     Args:
-      ali_path: ark (or rspecifier) of transition-id alignments, e.g. from ``gunzip -c ali.*.gz``.
+      ali_path: transition-id alignments as `crnn_tf.data.kaldi_io.read_alignments` takes them: an ark or
+        rspecifier, one ``ali.N.gz``, a glob, or the alignment dir (``exp/tri3_ali``) itself.
       model_path: the Kaldi model (binary or text) whose transition ids they are.
       out_dir: where pdf_ali.ark and prior_counts go.
 
@@ -387,7 +389,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     """
     tm = hmm_model.read_transition_model(model_path)
     t2p = hmm_model.tid2pdf(tm)
-    ali = read_int32_vectors(ali_path)
+    ali = read_alignments(ali_path)
     for utt, a in ali.items():
         if a.size and (a.min() < 1 or a.max() >= len(t2p)):
             raise ValueError(f"{ali_path}: utterance {utt} has transition id {int(a.max())} outside "

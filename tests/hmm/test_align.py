@@ -34,6 +34,19 @@ def test_kaldi_alignment_input(tiny_alignment, tmp_path):
     ours, theirs = read_int32_vectors(tiny_alignment.pdf_ali), read_int32_vectors(pdf_path)
     assert all(np.array_equal(ours[u], theirs[u]) for u in ours)
     assert open(prior_path).read() == open(tiny_alignment.prior_counts).read()
+    # As Kaldi leaves them: exp/tri1_ali/ali.{1,2}.gz, named by the directory.
+    import gzip
+
+    ali_dir = tmp_path / "tri1_ali"
+    ali_dir.mkdir()
+    tids = sorted(read_int32_vectors(tiny_alignment.ali).items())
+    for job in (1, 2):
+        write_int32_vectors(f"ark:{ali_dir / f'ali.{job}'}", tids[job - 1::2])
+        (ali_dir / f"ali.{job}.gz").write_bytes(gzip.compress((ali_dir / f"ali.{job}").read_bytes()))
+        (ali_dir / f"ali.{job}").unlink()
+    pdf_dir, _ = A.kaldi_alignment_to_pdfs(str(ali_dir), tiny_alignment.model, str(tmp_path / "from_dir"))
+    assert read_int32_vectors(pdf_dir).keys() == ours.keys()
+    assert all(np.array_equal(ours[u], v) for u, v in read_int32_vectors(pdf_dir).items())
     bad = {"u1": np.array([1, 10 ** 6], np.int32)}
     write_int32_vectors(f"ark:{tmp_path / 'bad.ark'}", bad.items())
     import pytest
