@@ -21,7 +21,8 @@ flags.DEFINE_string("feature_config", None, "JSON file with a FeatureConfig; def
 flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
 flags.DEFINE_enum("cmvn", None, ["utterance", "speaker", "global", "none"], "Override the config's CMVN mode.")
 flags.DEFINE_integer("sample_rate", None, "Override the config's sample rate.")
-flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
+flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: the --transition_model's pdf count, else the max "
+                     "pdf id in the alignments + 1).")
 flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
 flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (compressed or not, "
                   "e.g. Kaldi's 13 MFCCs) and, with --cmvn=speaker, its cmvn.scp; without --feature_config the "

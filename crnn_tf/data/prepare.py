@@ -183,7 +183,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
       transition_model: Kaldi `final.mdl` mapping transition ids to pdf ids. Default None.
       config: `FeatureConfig`; default `FeatureConfig()`.
       mode: "features" (store final features) or "audio" (store PCM; pipelines compute features). Default "features".
-      num_targets: number of pdfs; default max pdf id + 1 (pass it: unseen high pdfs would shrink the output layer).
+      num_targets: number of pdfs; default the transition model's pdf count when `transition_model` is given (what
+        the decoder will expect), else max pdf id + 1 (pass it: unseen high pdfs would shrink the output layer).
       utterances_per_shard: default 256.
       use_feats_scp: read static features from the dir's feats.scp (columns must equal `config.num_bands`) and, with
         cmvn="speaker", its cmvn.scp, instead of computing fbank from audio. Default False.
@@ -210,6 +211,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         raise ValueError(f"{data_dir}: use_feats_scp=True but there is no feats.scp")
     utts = data.utterances
     labels = kaldi_io.read_alignments(alignments, transition_model) if alignments else None
+    if labels is not None and num_targets is None and transition_model is not None:
+        num_targets = int(kaldi_io.read_transition_id_to_pdf(transition_model).max()) + 1  # the model's pdf count
     if labels is not None and num_targets is None:
         num_targets = int(max((int(a.max()) for a in labels.values() if a.size), default=-1)) + 1
     os.makedirs(output_dir, exist_ok=True)

@@ -94,7 +94,7 @@ def kaldi_exp(tiny_alignment, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kaldi_exp_dir_from_data_prep_to_decoding(kaldi_exp, tmp_path):
+def test_kaldi_exp_dir_from_data_prep_to_decoding(kaldi_exp, tiny_alignment, tmp_path):
     import tensorflow as tf
 
     from crnn_tf.data import kaldi_io
@@ -110,6 +110,7 @@ def test_kaldi_exp_dir_from_data_prep_to_decoding(kaldi_exp, tmp_path):
         "--cmvn=speaker", f"--alignments={tri1}", f"--transition_model={tri1 / 'final.mdl'}",
         "--noprogress").stdout.splitlines()[-1])
     assert prepared["feature_dim"] == 39 and prepared["skipped"] == 0  # 13 MFCCs + deltas, every utterance
+    assert prepared["num_targets"] == tiny_alignment.num_pdfs  # final.mdl's pdf count, what the graph expects
     _run("prepare_data", f"--data_dir={data / 'test'}", f"--output_dir={work / 'prep_test'}", "--use_feats_scp",
          "--cmvn=speaker", "--noprogress")
     _run("train", "--model_spec=2xReLU64", f"--train_data={work / 'prep_train'}", f"--model_dir={work / 'model'}",
