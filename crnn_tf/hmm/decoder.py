@@ -26,7 +26,7 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 
 from crnn_tf.hmm import model as hmm_model
-from crnn_tf.hmm.fst_io import read_fst
+from crnn_tf.hmm.fst_io import max_input_label, read_fst
 from crnn_tf.data import priors as label_priors
 from crnn_tf.hmm.lang import read_lexicon, read_symbols
 
@@ -120,6 +120,9 @@ class HybridDecoder:
         self.model_path = model_path or (find_model(graph_dir) if trans_model is None else "<memory>")
         self.trans_model = trans_model if trans_model is not None else hmm_model.read_transition_model(self.model_path)
         self.hclg = hclg if hclg is not None else read_fst(os.path.join(graph_dir, "HCLG.fst"))
+        self._num_tids = self.trans_model.num_transition_ids
+        if hclg is None:
+            self._check_graph_fits_model(os.path.join(graph_dir, "HCLG.fst"))
         self.words = read_symbols(os.path.join(graph_dir, "words.txt"))
         self.id2word = {i: w for w, i in self.words.items()}
         self.phones = read_symbols(os.path.join(graph_dir, "phones.txt")) if os.path.exists(
@@ -142,6 +145,14 @@ class HybridDecoder:
             self.log_priors = label_priors.log_priors(counts, floor=prior_floor)
         config = khg.LatticeFasterDecoderConfig(beam=beam, max_active=max_active, lattice_beam=lattice_beam)
         self._decoder = khg.LatticeFasterDecoder(self.hclg, config)
+
+    def _check_graph_fits_model(self, hclg_path: str) -> None:
+        """HCLG's input labels are transition ids of the model it was built for: more than this model has means
+        another model's graph, whose search would read scores out of range."""
+        largest = max_input_label(hclg_path)
+        if largest is not None and largest > self._num_tids:
+            raise ValueError(f"{hclg_path} uses transition ids up to {largest} but {self.model_path} has "
+                             f"{self._num_tids}: the graph was built for another model")
 
     def log_likelihoods(self, scores: np.ndarray, utt: str | None = None) -> np.ndarray:
         """Pseudo log-likelihoods: `scores` minus prior_scale * log prior when priors are set, else unchanged.
@@ -190,8 +201,12 @@ class HybridDecoder:
                         "partial hypothesis returned" if ok else "no surviving token, empty hypothesis")
             if not ok:
                 tids, word_ids, like = [], [], float("-inf")
-        words = [self.id2word.get(w, f"<id{w}>") for w in word_ids]
         tids = np.asarray(tids, np.int32)
+        if tids.size and tids.max() > self._num_tids:  # a vector graph is only checked here (see __init__)
+            raise ValueError(f"utterance {utt}: the best path of {self.graph_dir}/HCLG.fst has transition id "
+                             f"{int(tids.max())} but {self.model_path} has {self._num_tids}: the graph was built "
+                             "for another model")
+        words = [self.id2word.get(w, f"<id{w}>") for w in word_ids]
         starts, ends = self._word_times(words, tids)
         return DecodeResult(utt, words, starts, ends, float(like), partial, len(loglik), tids)
 

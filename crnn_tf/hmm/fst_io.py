@@ -219,6 +219,22 @@ def vector_fst_bytes(fst: ConstFstArrays) -> bytes:
     return head + words.tobytes()
 
 
+def max_input_label(path: str) -> int | None:
+    """The largest input label of a const FST file (0 without arcs), from its arc array; None for a vector FST,
+    whose arcs are interleaved with its states (finding it would cost a pass over the graph in Python).
+
+    For HCLG the input labels are transition ids: a graph built for another model has labels beyond the model's.
+
+    Example:
+      >>> max_input_label("exp/tri1/graph/HCLG.fst")
+      9642
+    """
+    if read_fst_header(path).fst_type != "const":
+        return None
+    labels = read_const_fst_arrays(path).arcs["ilabel"]
+    return int(labels.max()) if len(labels) else 0
+
+
 def read_fst(path: str) -> kaldifst.StdVectorFst:
     """Reads an OpenFst binary FST with standard arcs, vector or const (aligned or not), as a kaldifst vector FST.
 

@@ -136,6 +136,11 @@ def test_kaldi_graph_dir_decodes_like_ours(tmp_path, tiny_alignment, decoder):
         x = _oracle(pdf[utt], decoder.num_pdfs)
         a, b = decoder.decode(x, utt), kaldi.decode(x, utt)
         assert a.words == b.words and np.array_equal(a.alignment, b.alignment) and a.likelihood == b.likelihood
+    # Another model's final.mdl beside the graph: named with both transition-id counts, not a silent bad search.
+    topo = M.make_topology([1, 2])
+    M.write_model(str(graph.parent / "final.mdl"), M.transition_model(topo, M.monophone_tree(topo)))
+    with pytest.raises(ValueError, match=r"graph/HCLG.fst uses transition ids up to \d+ but .*tri1/final.mdl has 12"):
+        HybridDecoder(str(graph))
 
 
 def test_binary_kaldi_model_decodes_like_the_text_one(tiny_alignment, decoder, tmp_path):

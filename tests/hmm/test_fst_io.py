@@ -6,7 +6,7 @@ import kaldifst
 import numpy as np
 import pytest
 
-from crnn_tf.hmm.fst_io import FST_MAGIC, read_const_fst_arrays, read_fst, read_fst_header
+from crnn_tf.hmm.fst_io import FST_MAGIC, max_input_label, read_const_fst_arrays, read_fst, read_fst_header
 
 INF = float("inf")
 
@@ -98,6 +98,9 @@ def test_random_fst_round_trips_through_openfsts_const_writer(tmp_path):
     const, vector = read_fst(str(tmp_path / "c.fst")), read_fst(str(tmp_path / "v.fst"))
     assert const.to_str() == vector.to_str() == fst.to_str()
     assert const.start == 7 and const.is_ilabel_sorted
+    assert max_input_label(str(tmp_path / "c.fst")) == max(
+        a.ilabel for s in range(300) for a in kaldifst.ArcIterator(fst, s))
+    assert max_input_label(str(tmp_path / "v.fst")) is None  # not known without a pass over a vector FST
 
 
 def test_symbol_tables_are_skipped(tmp_path):
