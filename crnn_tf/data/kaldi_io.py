@@ -493,6 +493,10 @@ def read_gmm_model_parts(model_path: str) -> tuple[TransitionModelParts, list[Di
         if not len(weights) or np.any(inv_vars <= 0):
             raise ValueError(f"{model_path}: pdf {pdf} has {len(weights)} Gaussians or a non-positive inverse "
                              "variance: not a usable GMM")
+        # Kaldi holds them as BaseFloat (float32) whichever form they were stored in; so do we, so that a text
+        # model's 7 digits and its binary form give the same parameters wherever float32 can tell them apart.
+        weights, means_invvars, inv_vars = (a.astype(np.float32).astype(np.float64)
+                                            for a in (weights, means_invvars, inv_vars))
         gmms.append(DiagGmmParts(weights, means_invvars, inv_vars))
     num_tm_pdfs = max((max(t[2], t[3]) + 1 for t in parts.tuples), default=0)
     if num_tm_pdfs > num_pdfs:

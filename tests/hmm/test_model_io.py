@@ -99,6 +99,8 @@ def test_binary_and_text_gmm_models_give_the_same_likelihoods(tmp_path, tuples):
     assert str(tm_bin) == str(tm_text) == str(tm)
     x = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
     np.testing.assert_allclose(from_bin.loglik(x), from_text.loglik(x), rtol=0, atol=1e-5)
+    for a, b in zip(from_bin.vars + from_bin.means, from_text.vars + from_text.means):
+        np.testing.assert_array_equal(a, b)  # both read as Kaldi's float32, the 7 text digits lose nothing here
     np.testing.assert_allclose(from_text.loglik(x), g.loglik(x), rtol=0, atol=1e-3)  # text keeps 7 digits
     assert [len(w) for w in from_bin.weights] == [len(w) for w in g.weights]
 

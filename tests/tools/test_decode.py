@@ -76,12 +76,21 @@ def test_decode_cli_on_a_kaldi_graph_dir_writes_a_kaldi_decode_dir(tiny_alignmen
         assert tra == {u: " ".join(words[w] for w in text[u].split()) for u in utts}
     assert (out / "hyp.txt").read_text() == (tmp_path / "ref.txt").read_text()
     assert '"best_lm_weight": 9' in proc.stdout
-    # The same scores against a model with another pdf count: an error naming the utterance and both numbers.
-    topo = M.make_topology([1, 2])
-    M.write_model(str(graph.parent / "final.mdl"), M.transition_model(topo, M.monophone_tree(topo)))
+    # Scores one column wider than the model's pdfs: an error naming the utterance, the model and both numbers.
+    n = tiny_alignment.num_pdfs
+    write_matrices(f"ark:{tmp_path / 'wide.ark'}", [(utts[0], np.zeros((len(pdf[utts[0]]), n + 1), np.float32))])
     proc = subprocess.run(
-        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--scores=ark:{tmp_path / 'post.ark'}",
+        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--scores=ark:{tmp_path / 'wide.ark'}",
          f"--out_dir={tmp_path / 'bad'}", "--num_workers=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert (f"crnn-decode: utterance {utts[0]}: network output has shape ({len(pdf[utts[0]])}, "
-            f"{tiny_alignment.num_pdfs}) but {graph.parent / 'final.mdl'} has 6 pdfs") in proc.stderr
+    assert (f"crnn-decode: utterance {utts[0]}: network output has shape ({len(pdf[utts[0]])}, {n + 1}) but "
+            f"{graph.parent / 'final.mdl'} has {n} pdfs") in proc.stderr
+    # --model naming another system's model: the graph does not fit it.
+    topo = M.make_topology([1, 2])
+    M.write_model(str(tmp_path / "other.mdl"), M.transition_model(topo, M.monophone_tree(topo)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--model={tmp_path / 'other.mdl'}",
+         f"--scores=ark:{tmp_path / 'post.ark'}", f"--out_dir={tmp_path / 'bad'}", "--num_workers=1"], cwd=ROOT,
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "HCLG.fst uses transition ids up to" in proc.stderr and f"{tmp_path / 'other.mdl'} has 12" in proc.stderr
