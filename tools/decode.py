@@ -25,7 +25,8 @@ from absl import app, flags
 from tools import common_flags
 
 FLAGS = flags.FLAGS
-common_flags.define_decoder_flags("Graph dir: HCLG.fst, words.txt, final.mdl (binary or text); lexicon.txt optional.")
+common_flags.define_decoder_flags("Graph dir, ours or Kaldi's (exp/tri1/graph): HCLG.fst (vector or const), "
+                                  "words.txt; lexicon.txt or phones/align_lexicon.txt for word times.")
 flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] per utterance).")
 flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
 flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
