@@ -88,7 +88,8 @@ class HybridDecoder:
 
     Args:
       graph_dir: directory with HCLG.fst (vector or const) and words.txt, ours or Kaldi's (`exp/tri1/graph`);
-        lexicon.txt (ours) or phones/align_lexicon.txt (Kaldi's), optional, enables per-word frame times.
+        per-word frame times from phones/word_boundary.int (Kaldi's, position-dependent phones), else lexicon.txt
+        (ours) or phones/align_lexicon.txt (Kaldi's); none: no times.
       acoustic_scale: scale on acoustic log-likelihoods (default 0.1, nnet1's decode.sh).
       beam: decoding beam (default 13.0).
       lattice_beam: lattice beam (default 8.0).
@@ -128,6 +129,7 @@ class HybridDecoder:
         self.phones = read_symbols(os.path.join(graph_dir, "phones.txt")) if os.path.exists(
             os.path.join(graph_dir, "phones.txt")) else {}
         self.id2phone = {i: p for p, i in self.phones.items()}
+        self.word_boundary = read_word_boundary(os.path.join(graph_dir, "phones", "word_boundary.int"))
         self.lexicon: dict[str, list[list[str]]] = {}
         for w, pron in _graph_lexicon(graph_dir):
             self.lexicon.setdefault(w, []).append(pron)
@@ -211,14 +213,18 @@ class HybridDecoder:
         return DecodeResult(utt, words, starts, ends, float(like), partial, len(loglik), tids)
 
     def _word_times(self, words: list[str], tids: np.ndarray) -> tuple[list[int], list[int]]:
-        """Word frame spans: the best path's phones, matched in order to each word's lexicon pronunciations."""
+        """Word frame spans of the best path: from Kaldi's phones/word_boundary.int when the graph dir has it (as
+        lattice-align-words), else by matching the path's phones in order to each word's pronunciations."""
         if not words or not len(tids):
             return [-1] * len(words), [-1] * len(words)
         phones, states = self._tid_phone[tids], self._tid_state[tids]
         new = np.ones(len(tids), bool)
         new[1:] = (phones[1:] != phones[:-1]) | (states[1:] < states[:-1])
         bounds = list(np.flatnonzero(new)) + [len(tids)]
-        segs = [(_base(self.id2phone.get(int(phones[b]), "")), int(b), int(e)) for b, e in zip(bounds, bounds[1:])]
+        segments = [(int(phones[b]), int(b), int(e)) for b, e in zip(bounds, bounds[1:])]
+        if self.word_boundary:
+            return word_spans_from_boundaries(len(words), segments, self.word_boundary)
+        segs = [(_base(self.id2phone.get(phone, "")), b, e) for phone, b, e in segments]
         starts, ends, pos = [], [], 0
         for w in words:
             span = None
@@ -260,6 +266,61 @@ class HybridDecoder:
 def _base(phone: str) -> str:
     """Strips Kaldi word-position suffixes (_B _E _I _S) so position-dependent phone sets match the lexicon."""
     return phone[:-2] if len(phone) > 2 and phone[-2] == "_" and phone[-1] in "BEIS" else phone
+
+
+WORD_BOUNDARY_KINDS = ("nonword", "begin", "end", "internal", "singleton")
+
+
+def read_word_boundary(path: str) -> dict[int, str]:
+    """Kaldi's phones/word_boundary.int, `{phone id: nonword|begin|end|internal|singleton}`; {} when absent.
+
+    Raises:
+      ValueError: naming the file and line of an entry that is not `<phone id> <kind>`.
+    """
+    if not os.path.exists(path):
+        return {}
+    kinds = {}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[0].isdigit() or parts[1] not in WORD_BOUNDARY_KINDS:
+                raise ValueError(f"{path}:{number}: expected '<phone id> <{'|'.join(WORD_BOUNDARY_KINDS)}>', "
+                                 f"found {line.strip()!r}")
+            kinds[int(parts[0])] = parts[1]
+    return kinds
+
+
+def word_spans_from_boundaries(num_words: int, segments, kinds: dict[int, str]) -> tuple[list[int], list[int]]:
+    """Word frame spans from the best path's phone segments and word-boundary kinds (what lattice-align-words does
+    with position-dependent phones): a word runs from a begin (or singleton) phone to the next end (or singleton).
+
+    Args:
+      num_words: words on the path.
+      segments: `(phone id, first frame, one past the last frame)` in path order.
+      kinds: `read_word_boundary`'s map; a phone missing from it counts as nonword.
+
+    Returns:
+      `(start_frames, end_frames)`, all -1 when the path's phones do not make exactly `num_words` words.
+
+    Example:
+      >>> word_spans_from_boundaries(2, [(1, 0, 5), (2, 5, 9), (3, 9, 12), (4, 12, 20)],
+      ...                            {1: "nonword", 2: "begin", 3: "end", 4: "singleton"})
+      ([5, 12], [12, 20])
+    """
+    starts, ends, start = [], [], None
+    for phone, first, last in segments:
+        kind = kinds.get(phone, "nonword")
+        if kind in ("begin", "singleton"):
+            start = first
+        if kind in ("end", "singleton") and start is not None:
+            starts.append(start)
+            ends.append(last)
+            start = None
+    if len(starts) != num_words:
+        return [-1] * num_words, [-1] * num_words
+    return starts, ends
 
 
 def _graph_lexicon(graph_dir: str) -> list[tuple[str, list[str]]]:

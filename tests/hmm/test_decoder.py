@@ -192,3 +192,34 @@ def test_non_finite_scores_are_decoded_with_a_warning_naming_the_utterance(decod
     with caplog.at_level("WARNING", logger="crnn_tf.hmm.decoder"):
         decoder.decode(scores, utt="u-nan")
     assert any("u-nan" in r.getMessage() and f"{4 * decoder.num_pdfs} of" in r.getMessage() for r in caplog.records)
+
+
+def test_word_spans_from_kaldi_word_boundaries(tmp_path):
+    from crnn_tf.hmm.decoder import read_word_boundary, word_spans_from_boundaries
+
+    # SIL | K_B AE_I T_E | SIL | AH_S | D_B AO_E  (phone ids 1..7), frames in 10 ms steps
+    (tmp_path / "word_boundary.int").write_text("1 nonword\n2 begin\n3 internal\n4 end\n5 singleton\n6 begin\n7 end\n")
+    kinds = read_word_boundary(str(tmp_path / "word_boundary.int"))
+    segments = [(1, 0, 10), (2, 10, 14), (3, 14, 20), (4, 20, 25), (1, 25, 30), (5, 30, 36), (6, 36, 40),
+                (7, 40, 47), (1, 47, 50)]
+    assert word_spans_from_boundaries(3, segments, kinds) == ([10, 30, 36], [25, 36, 47])
+    assert word_spans_from_boundaries(2, segments, kinds) == ([-1, -1], [-1, -1])  # not the path's words: no times
+    assert read_word_boundary(str(tmp_path / "missing.int")) == {}
+    (tmp_path / "bad.int").write_text("1 nonword\n2 start\n")
+    with pytest.raises(ValueError, match=r"bad.int:2: expected '<phone id> <nonword\|begin.*found '2 start'"):
+        read_word_boundary(str(tmp_path / "bad.int"))
+
+
+def test_graph_dir_word_boundary_file_is_what_word_times_come_from(tiny_alignment, decoder, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_alignment.graph_dir, tmp_path / "g")
+    (tmp_path / "g" / "phones").mkdir()
+    (tmp_path / "g" / "phones" / "word_boundary.int").write_text(
+        "".join(f"{i} nonword\n" for i in decoder.id2phone if i))  # no phone begins a word: no word gets a time
+    marked = HybridDecoder(str(tmp_path / "g"), prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    utt = sorted(pdf)[0]
+    scores = _oracle(pdf[utt], decoder.num_pdfs)
+    a, b = decoder.decode(scores, utt), marked.decode(scores, utt)
+    assert a.words == b.words and min(a.start_frames) >= 0 and set(b.start_frames) == {-1}
