@@ -59,8 +59,9 @@ def test_ali_gz_converted_to_pdfs(tmp_path):
     write_kaldi_transition_model(tmp_path / "final.mdl", model, binary=True)
     rng = np.random.default_rng(0)
     tids = {f"u{i}": rng.integers(1, model.num_transition_ids + 1, size=5 + i) for i in range(4)}
-    for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):
-        kaldi_io.write_int32_vectors(f"ark:{tmp_path}/ali.{part}", ((k, tids[k]) for k in keys))
+    for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):  # ali.1 binary, ali.2 text (copy-int-vector ark,t:)
+        wspecifier = f"ark{',t' if part == 2 else ''}:{tmp_path}/ali.{part}"
+        kaldi_io.write_int32_vectors(wspecifier, ((k, tids[k]) for k in keys))
         with open(tmp_path / f"ali.{part}", "rb") as src, gzip.open(tmp_path / f"ali.{part}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
     pdfs = kaldi_io.read_alignments(str(tmp_path), str(tmp_path / "final.mdl"))
