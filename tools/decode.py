@@ -90,6 +90,10 @@ def _decode():
                    ((u, dec.log_likelihoods(scores[u], u)) for u in sorted(scores)))
     items = sorted(scores.items())
     refs = {u: t.split() for u, t in read_text_table(FLAGS.ref_text).items()} if FLAGS.ref_text else None
+    unscored = sorted(set(scores) - set(refs)) if refs is not None else []
+    if unscored:  # scored below only where a reference exists; say so rather than drop them silently
+        print(f"crnn-decode: {len(unscored)} decoded utterances are not in {FLAGS.ref_text} and are not scored "
+              f"(first: {', '.join(unscored[:3])})", file=sys.stderr)
     summary = {}
     lm_weights = parse_lm_weights(FLAGS.lm_weights)
     if lm_weights:
@@ -104,6 +108,8 @@ def _decode():
                 if s >= 0:  # a word whose phones the lexicon could not place has no time
                     ctm.write(f"{r.utt} 1 {s * 0.01:.2f} {(e - s) * 0.01:.2f} {w}\n")
     summary.update({"utterances": len(results), "partial": [r.utt for r in results if r.partial]})
+    if unscored:
+        summary["not_in_ref_text"] = unscored
     if refs is not None:
         hyps = {r.utt: r.words for r in results}
         for unit in ("WER", "CER"):

@@ -1,4 +1,5 @@
 """crnn-decode end to end: oracle log-posteriors from an ark decode to the reference text."""
+import json
 import os
 import subprocess
 import sys
@@ -75,7 +76,17 @@ def test_decode_cli_on_a_kaldi_graph_dir_writes_a_kaldi_decode_dir(tiny_alignmen
         tra = dict(line.split(" ", 1) for line in (out / "scoring" / f"{lmwt}.tra").read_text().splitlines())
         assert tra == {u: " ".join(words[w] for w in text[u].split()) for u in utts}
     assert (out / "hyp.txt").read_text() == (tmp_path / "ref.txt").read_text()
-    assert '"best_lm_weight": 9' in proc.stdout
+    assert '"best_lm_weight": 9' in proc.stdout and "not_in_ref_text" not in proc.stdout
+    # A reference text lacking one decoded utterance: said, not silently dropped from the scoring.
+    (tmp_path / "ref3.txt").write_text("".join(f"{u} {text[u]}" for u in utts[:3]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.decode", f"--graph_dir={graph}", f"--scores=ark:{tmp_path / 'post.ark'}",
+         f"--prior_counts={tiny_alignment.prior_counts}", f"--ref_text={tmp_path / 'ref3.txt'}",
+         f"--out_dir={tmp_path / 'out3'}", "--num_workers=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    message = f"1 decoded utterances are not in {tmp_path / 'ref3.txt'} and are not scored (first: {utts[3]})"
+    assert message in proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["not_in_ref_text"] == [utts[3]]
     # Scores one column wider than the model's pdfs: an error naming the utterance, the model and both numbers.
     n = tiny_alignment.num_pdfs
     write_matrices(f"ark:{tmp_path / 'wide.ark'}", [(utts[0], np.zeros((len(pdf[utts[0]]), n + 1), np.float32))])
