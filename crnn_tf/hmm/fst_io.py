@@ -172,7 +172,8 @@ def read_const_fst_arrays(path: str, data: bytes | None = None) -> ConstFstArray
     header = _read_header(cursor)
     if header.fst_type != "const" or header.arc_type != "standard":
         cursor.fail(f"a '{header.fst_type}' FST of '{header.arc_type}' arcs, expected 'const' of 'standard'")
-    if header.num_states < 0 or header.num_arcs < 0 or not -1 <= header.start < max(header.num_states, 1):
+    start_ok = header.start == -1 or 0 <= header.start < header.num_states  # -1: OpenFst's empty FST
+    if header.num_states < 0 or header.num_arcs < 0 or not start_ok:
         cursor.fail(f"header with {header.num_states} states, {header.num_arcs} arcs, start {header.start}")
     aligned = header.version == _CONST_ALIGNED_VERSION or header.flags & IS_ALIGNED
     if aligned:

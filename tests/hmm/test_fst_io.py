@@ -80,6 +80,20 @@ def test_const_fst_reads_as_the_vector_fst(tmp_path, version, flags):
     assert arrays.states["narcs"].tolist() == [2, 0] and arrays.states["niepsilons"].tolist() == [1, 0]
 
 
+def test_empty_and_single_state_fsts(tmp_path):
+    fst = kaldifst.StdVectorFst()
+    kaldifst.StdConstFst(fst).write(str(tmp_path / "empty.fst"))
+    assert read_fst(str(tmp_path / "empty.fst")).num_states == 0
+    fst.add_state()
+    fst.start = 0
+    fst.set_final(0, 0.5)
+    kaldifst.StdConstFst(fst).write(str(tmp_path / "one.fst"))
+    assert read_fst(str(tmp_path / "one.fst")).to_str() == fst.to_str()
+    (tmp_path / "bad_start.fst").write_bytes(const_fst_bytes(2, TINY_FINALS, TINY_ARCS))
+    with pytest.raises(ValueError, match="bad_start.fst: .*2 states, 2 arcs, start 2"):
+        read_fst(str(tmp_path / "bad_start.fst"))
+
+
 def test_random_fst_round_trips_through_openfsts_const_writer(tmp_path):
     rng = np.random.default_rng(0)
     fst = kaldifst.StdVectorFst()
