@@ -31,6 +31,8 @@ flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] p
 flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
 flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
 flags.DEFINE_string("gmm_model", None, "GMM final.mdl (binary or text) for --data.")
+flags.DEFINE_enum("gmm_features", "audio", ["audio", "feats_scp"], "GMM features for --data: MFCC + deltas computed "
+                  "from the audio, or a Kaldi delta system's own (feats.scp, cmvn.scp, add-deltas) as decode.sh.")
 flags.DEFINE_string("ref_text", None, "Reference Kaldi text for scoring.")
 flags.DEFINE_string("out_dir", None, "Output directory.")
 flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
@@ -72,7 +74,7 @@ def main(argv):
 def _decode():
     from crnn_tf.data.kaldi_io import read_matrices, read_text_table, write_matrices
     from crnn_tf.hmm.align import read_gmm_model
-    from crnn_tf.hmm.features import compute_mfcc
+    from crnn_tf.hmm.features import compute_mfcc, kaldi_delta_features
     from crnn_tf.hmm.scoring import score
 
     if bool(FLAGS.scores) == bool(FLAGS.data):
@@ -84,7 +86,12 @@ def _decode():
         if not FLAGS.gmm_model:
             raise app.UsageError("--data needs --gmm_model")
         _, gmm = read_gmm_model(FLAGS.gmm_model)
-        scores = {u: gmm.loglik(f) for u, f in compute_mfcc(FLAGS.data).items()}
+        features = compute_mfcc(FLAGS.data) if FLAGS.gmm_features == "audio" else kaldi_delta_features(FLAGS.data)
+        for utt, x in features.items():
+            if x.shape[1] != gmm.dim:
+                raise ValueError(f"utterance {utt}: {FLAGS.gmm_features} features of {FLAGS.data} have {x.shape[1]} "
+                                 f"dimensions, {FLAGS.gmm_model} models {gmm.dim}")
+        scores = {u: gmm.loglik(f) for u, f in features.items()}
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_matrices(f"ark:{os.path.join(FLAGS.out_dir, 'loglik.ark')}",
                    ((u, dec.log_likelihoods(scores[u], u)) for u in sorted(scores)))

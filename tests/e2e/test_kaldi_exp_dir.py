@@ -150,3 +150,10 @@ def test_kaldi_exp_dir_from_data_prep_to_decoding(kaldi_exp, tiny_alignment, tmp
     assert gmm_wer < 25.0
     ctm = (tri1 / "decode_test_gmm" / "words.ctm").read_text().splitlines()
     assert ctm and all(float(line.split()[2]) >= 0 for line in ctm)  # word times from phones/align_lexicon.txt
+    # ... and with the features decode.sh gives a delta system: feats.scp, cmvn.scp, add-deltas.
+    kaldi_feats = _run("decode", f"--graph_dir={tri1 / 'graph'}", f"--data={data / 'test'}", "--gmm_features=feats_scp",
+                       f"--gmm_model={tri1 / 'final.mdl'}", f"--ref_text={data / 'test' / 'text'}",
+                       f"--out_dir={tri1 / 'decode_test_gmm_feats'}", "--num_workers=1")
+    kaldi_feats_wer = float(json.loads(kaldi_feats.stdout.splitlines()[-1])["WER"].split()[1])
+    print(f"GMM on feats.scp: {kaldi_feats.stdout.splitlines()[-1]}")
+    assert kaldi_feats_wer < 25.0
