@@ -27,7 +27,7 @@ from crnn_tf.data.kaldi_io import (read_alignments, read_gmm_model_parts, read_i
                                    write_int32_vectors)
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.data import priors as label_priors
-from crnn_tf.hmm.features import compute_mfcc
+from crnn_tf.hmm.features import compute_mfcc, kaldi_delta_features
 from crnn_tf.hmm.fst_io import read_fst
 from crnn_tf.hmm.gmm import DiagGmmSet
 from crnn_tf.hmm.lang import Lang
@@ -260,7 +260,7 @@ def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
 
 
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
-                     config: GmmTrainConfig | None = None) -> dict:
+                     config: GmmTrainConfig | None = None, features: str = "audio") -> dict:
     """Forced alignment of a data dir with an already trained GMM-HMM (Kaldi's align_si.sh).
 
     Used for held-out data (e.g. dev labels for frame accuracy) that must not train the GMM.
@@ -272,6 +272,8 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
         if present.
       out_dir: where ali.ark (transition ids) and pdf_ali.ark (pdf ids) go.
       config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig()).
+      features: "audio" (default: MFCC + deltas from wav.scp, `compute_mfcc`) or "feats_scp" (a Kaldi delta
+        system's own: feats.scp, cmvn.scp, add-deltas, `kaldi_delta_features`).
 
     Returns:
       dict with ali, pdf_ali (paths), num_utterances, failed_utts, oov_count, seconds.
@@ -295,7 +297,9 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
         tree = hmm_model.monophone_tree(topo)
     t2p = hmm_model.tid2pdf(tm)
     texts = read_text_table(os.path.join(data_dir, "text"))
-    feats = compute_mfcc(data_dir, sorted(texts))
+    if features not in ("audio", "feats_scp"):
+        raise ValueError(f"features={features!r}: 'audio' or 'feats_scp'")
+    feats = (compute_mfcc if features == "audio" else kaldi_delta_features)(data_dir, sorted(texts))
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
