@@ -2,7 +2,7 @@
 
 Examples:
     crnn-align --data=data/digits/train --dict=data/digits/dict --exp=exp/digits
-    crnn-align --kaldi_ali=ali.ark --kaldi_model=final.txt.mdl --exp=exp/kaldi   # Kaldi's own alignment
+    crnn-align --kaldi_ali=exp/tri3_ali --kaldi_model=exp/tri3_ali/final.mdl --exp=exp/kaldi   # Kaldi's own
 """
 import json
 
@@ -22,7 +22,8 @@ def define_flags():
     flags.DEFINE_integer("num_iters", 20, "EM iterations.")
     flags.DEFINE_integer("max_gauss", 1000, "Total Gaussians after mixture growth.")
     flags.DEFINE_integer("lm_order", 2, "n-gram order of G.")
-    flags.DEFINE_string("kaldi_ali", None, "Instead of training: a Kaldi transition-id alignment ark to convert.")
+    flags.DEFINE_string("kaldi_ali", None, "Instead of training: Kaldi transition-id alignments to map to pdf ids "
+                        "(an ark, ali.N.gz, a glob, or the alignment dir, e.g. exp/tri3_ali).")
     flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
 
 

@@ -151,6 +151,8 @@ DECODER_OPTIONS = ("acoustic_scale", "beam", "lattice_beam", "max_active")
 def define_decoder_flags(graph_help: str) -> None:
     """The HMM decoder's flags (`crnn_tf.hmm.decoder.HybridDecoder`), the same in every tool that decodes."""
     flags.DEFINE_string("graph_dir", None, graph_help)
+    flags.DEFINE_string("model", None, "Transition model (final.mdl, binary or text). Default: graph_dir/final.mdl, "
+                        "else graph_dir/../final.mdl as Kaldi's decode.sh finds exp/tri1/final.mdl for exp/tri1/graph.")
     flags.DEFINE_float("acoustic_scale", 0.1, "Decoder acoustic scale (Kaldi's 1 / LM weight).")
     flags.DEFINE_float("beam", 13.0, "Decoder beam.")
     flags.DEFINE_float("lattice_beam", 8.0, "Decoder lattice beam.")
@@ -161,7 +163,8 @@ def decoder_from_flags(**options):
     """A `HybridDecoder` over `--graph_dir` with the decoder flags; `options` add e.g. prior_counts."""
     from crnn_tf.hmm.decoder import HybridDecoder
 
-    return HybridDecoder(FLAGS.graph_dir, **{name: getattr(FLAGS, name) for name in DECODER_OPTIONS}, **options)
+    return HybridDecoder(FLAGS.graph_dir, **{name: getattr(FLAGS, name) for name in DECODER_OPTIONS},
+                         model_path=FLAGS.model, **options)
 
 
 def run_tool(main, module_name: str) -> None:

@@ -22,14 +22,33 @@ def define_flags():
     flags.DEFINE_string("alignments", None, "pdf-id ark/scp, or transition-id ali.*.gz (file, glob or dir).")
     flags.DEFINE_string("transition_model", None, "Kaldi final.mdl mapping transition ids to pdf ids.")
     flags.DEFINE_enum("mode", "features", ["features", "audio"], "Store final features, or PCM audio.")
-    flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: max pdf id in the alignments + 1).")
+    flags.DEFINE_integer("num_targets", None, "Number of pdfs (default: the --transition_model's pdf count, else the "
+                         "max pdf id in the alignments + 1).")
     flags.DEFINE_integer("utterances_per_shard", 256, "Utterances per TFRecord shard.")
-    flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (+ cmvn.scp).")
+    flags.DEFINE_bool("use_feats_scp", False, "Read static features from the data dir's feats.scp (compressed or not, "
+                      "e.g. Kaldi's 13 MFCCs) and, with --cmvn=speaker, its cmvn.scp; without --feature_config the "
+                      "number of bands follows feats.scp.")
     flags.DEFINE_integer("max_length_mismatch", 2, "Frames by which features and alignment may differ (trimmed).")
     flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
                         "normalise this data (use it for dev and test data).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
     common_flags.define_feature_flags()
+
+
+def _fit_to_feats_scp(config):
+    """The config with as many bands as the data dir's feats.scp has columns (Kaldi's 13 MFCCs, 40 fbanks, …)."""
+    import os
+
+    from crnn_tf.data.kaldi_io import read_matrices
+
+    path = os.path.join(FLAGS.data_dir, "feats.scp")
+    if not os.path.exists(path):
+        return config  # prepare_data_dir names the missing file
+    _, first = next(iter(read_matrices(path)), (None, None))
+    if first is None or first.shape[1] == config.num_bands:
+        return config
+    logging.info("%s has %d columns: num_bands set to match (give --feature_config to choose)", path, first.shape[1])
+    return config.replace(num_mel_bins=first.shape[1] - int(config.use_energy))
 
 
 def main(argv):
@@ -38,6 +57,8 @@ def main(argv):
     from crnn_tf.data.prepare import prepare_data_dir
 
     config = common_flags.feature_config_from_flags()
+    if FLAGS.use_feats_scp and not FLAGS.feature_config:
+        config = _fit_to_feats_scp(config)
     global_stats = None
     if FLAGS.global_cmvn_from:
         from crnn_tf.data.tfrecords import read_manifest

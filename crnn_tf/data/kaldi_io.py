@@ -68,17 +68,61 @@ def _sequential_source(path):
         yield f"ark:{plain.name}"
 
 
+def _read_sequential(reader_type, rspecifier, convert) -> Iterator[tuple[str, object]]:
+    """Yields `(key, convert(value))` of a table and fails loudly where Kaldi's reader only warns: an archive that is
+    truncated or corrupt part-way would otherwise just end early."""
+    count, key = 0, None
+    with _sequential_source(rspecifier) as source:
+        reader = reader_type(source)
+        while not reader.done:
+            key = reader.key
+            yield key, convert(reader.value)
+            count += 1
+            reader.next()
+        if not reader._impl.close():  # the binding's own close() drops Kaldi's status; its core returns it
+            after = f"after {count} entries (the last {key!r})" if count else "before its first entry"
+            raise ValueError(f"{os.fspath(rspecifier)}: truncated or corrupt Kaldi table, reading stopped {after}")
+
+
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
     """Yields `(key, float32 [rows, cols])` from a Kaldi table (`scp:feats.scp`, `ark:x.ark`, `x.ark.gz`, or a plain
-    path)."""
-    with _sequential_source(rspecifier) as source:
-        for key, value in kio.SequentialFloatMatrixReader(source):
-            yield key, np.array(value, dtype=np.float32, copy=True)  # the reader reuses its buffer
+    path); compressed matrices (CM, CM2, CM3, as `copy-feats --compress=true` writes) and scp byte offsets
+    (`utt raw_mfcc.1.ark:1234`) included.
+
+    Raises:
+      ValueError: naming the table and the last key read when the archive is truncated or corrupt.
+    """
+    # np.array copies: the reader reuses its buffer
+    return _read_sequential(kio.SequentialFloatMatrixReader, rspecifier,
+                            lambda value: np.array(value, dtype=np.float32, copy=True))
 
 
-def read_matrix_table(rspecifier: str):
-    """Random access to float32 matrices by key: `table[key]`, `key in table`."""
-    return kio.RandomAccessFloatMatrixReader(_rspecifier(rspecifier))
+class _MatrixTable:
+    """Random access to float32 matrices by key whose read failures name the table and the key."""
+
+    def __init__(self, rspecifier: str):
+        self.source = os.fspath(rspecifier)
+        self._reader = kio.RandomAccessFloatMatrixReader(_rspecifier(rspecifier))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._reader
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self._reader[key]
+        except RuntimeError as error:  # Kaldi's C++ error text, without the table or the key
+            raise ValueError(f"{self.source}: cannot read the matrix of {key!r} (truncated or corrupt archive, or "
+                             "a missing key)") from error
+
+
+def read_matrix_table(rspecifier: str) -> _MatrixTable:
+    """Random access to float32 matrices by key: `table[key]`, `key in table` (compressed matrices and scp offsets
+    as `read_matrices`).
+
+    Raises:
+      ValueError: on `table[key]`, naming the table and the key when its matrix cannot be read.
+    """
+    return _MatrixTable(rspecifier)
 
 
 def read_cmvn_stats(rspecifier: str) -> dict[str, np.ndarray]:
@@ -106,9 +150,12 @@ def write_matrices(wspecifier: str, items: Iterable[tuple[str, np.ndarray]], dou
 
 
 def read_int32_vectors(rspecifier: str) -> dict[str, np.ndarray]:
-    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python)."""
-    with _sequential_source(rspecifier) as source:
-        return {key: np.asarray(value, np.int32) for key, value in kio.SequentialInt32VectorReader(source)}
+    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python).
+
+    Raises:
+      ValueError: naming the table and the last key read when the archive is truncated or corrupt.
+    """
+    return dict(_read_sequential(kio.SequentialInt32VectorReader, rspecifier, lambda v: np.asarray(v, np.int32)))
 
 
 def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]) -> int:
@@ -124,13 +171,14 @@ def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]
 class _KaldiReader:
     """Kaldi's basic-type stream in binary ("\\0B" header) or text form."""
 
-    def __init__(self, data: bytes, source: str):
+    def __init__(self, data: bytes, source: str, kind: str = "transition model"):
         self.binary = data.startswith(b"\0B")
         self.buf = io.BytesIO(data[2:] if self.binary else data)
         self.source = source
+        self.kind = kind  # what the file should be, for messages
 
     def _fail(self, what: str):
-        raise ValueError(f"{self.source}: not a Kaldi transition model ({what} at byte {self.buf.tell()})")
+        raise ValueError(f"{self.source}: not a Kaldi {self.kind} ({what} at byte {self.buf.tell()})")
 
     def _text_token(self) -> str:
         chars = []
@@ -212,6 +260,33 @@ class _KaldiReader:
             self._fail(f"expected a float vector (FV or DV), found {kind!r}")
         size = self.int32()
         return list(self._unpack(f"<{size}{'f' if kind == 'FV' else 'd'}", "a float vector"))
+
+    def real_matrix(self) -> np.ndarray:
+        """A Kaldi `Matrix<float|double>` as float64: text `[` rows, one a line, `]`; binary `FM`/`DM`, int32 rows
+        and columns, raw values row by row."""
+        if self.binary:
+            kind = self.token()
+            if kind not in ("FM", "DM"):
+                self._fail(f"expected a float matrix (FM or DM), found {kind!r}")
+            rows, cols = self.int32(), self.int32()
+            if rows < 0 or cols < 0:
+                self._fail(f"matrix of {rows} x {cols}")
+            values = self._unpack(f"<{rows * cols}{'f' if kind == 'FM' else 'd'}", f"a {rows} x {cols} matrix")
+            return np.array(values, np.float64).reshape(rows, cols)
+        self.expect("[")
+        start = self.buf.tell()
+        body = self.buf.getvalue()
+        end = body.find(b"]", start)
+        if end < 0:
+            self._fail("unexpected end of file in a matrix")
+        self.buf.seek(end + 1)
+        try:
+            rows = [[float(x) for x in line.split()] for line in body[start:end].splitlines() if line.strip()]
+        except ValueError as error:
+            self._fail(f"a matrix entry is not a number ({error})")
+        if len({len(row) for row in rows}) > 1:
+            self._fail(f"matrix rows of different lengths {sorted({len(row) for row in rows})}")
+        return np.array(rows, np.float64).reshape(len(rows), len(rows[0]) if rows else 0)
 
 
 @dataclasses.dataclass
@@ -311,18 +386,14 @@ def topology_to_text(topology) -> str:
     return "\n".join(lines + ["</Topology>"]) + "\n"
 
 
-def read_transition_model_parts(model_path: str) -> TransitionModelParts:
-    """Parses the TransitionModel at the head of a Kaldi model file (`final.mdl`, `trans.mdl`), binary or text.
-
-    The one reader of Kaldi transition models: `read_transition_id_to_pdf` and
-    `crnn_tf.hmm.model.read_transition_model` (which builds kaldi-hmm-gmm's object from it) both use it. Handles
-    `<Triples>` (older Kaldi) and `<Tuples>` (Kaldi >= 2019).
-
-    Raises:
-      ValueError: naming the file and the byte offset when it is not a Kaldi transition model.
-    """
+def _model_reader(model_path: str) -> _KaldiReader:
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"Kaldi model {model_path} does not exist")
     with open(model_path, "rb") as f:
-        reader = _KaldiReader(f.read(), model_path)
+        return _KaldiReader(f.read(), model_path)
+
+
+def _parse_transition_model(reader: _KaldiReader) -> TransitionModelParts:
     reader.expect("<TransitionModel>")
     topology = _read_topology(reader)
     kind = reader.token()
@@ -337,7 +408,101 @@ def read_transition_model_parts(model_path: str) -> TransitionModelParts:
     log_probs = reader.real_vector()
     reader.expect("</LogProbs>")
     reader.expect("</TransitionModel>")
-    return TransitionModelParts(model_path, topology, tuples, log_probs)
+    return TransitionModelParts(reader.source, topology, tuples, log_probs)
+
+
+def read_transition_model_parts(model_path: str) -> TransitionModelParts:
+    """Parses the TransitionModel at the head of a Kaldi model file (`final.mdl`, `trans.mdl`), binary or text.
+
+    The one reader of Kaldi transition models: `read_transition_id_to_pdf`, `read_gmm_model_parts` and
+    `crnn_tf.hmm.model.read_transition_model` (which builds kaldi-hmm-gmm's object from it) use it. Handles
+    `<Triples>` (older Kaldi) and `<Tuples>` (Kaldi >= 2019).
+
+    Raises:
+      ValueError: naming the file and the byte offset when it is not a Kaldi transition model.
+    """
+    return _parse_transition_model(_model_reader(model_path))
+
+
+@dataclasses.dataclass
+class DiagGmmParts:
+    """One `<DiagGMM>` of an AmDiagGmm, as stored (Kaldi recomputes the `<GCONSTS>` on reading, and so do we).
+
+    Attributes:
+      weights: `[K]` mixture weights.
+      means_invvars: `[K, D]` means times inverse variances.
+      inv_vars: `[K, D]` inverse variances.
+    """
+
+    weights: np.ndarray
+    means_invvars: np.ndarray
+    inv_vars: np.ndarray
+
+
+def read_gmm_model_parts(model_path: str) -> tuple[TransitionModelParts, list[DiagGmmParts]]:
+    """Parses a whole Kaldi GMM model (`final.mdl` of a GMM system), binary or text: TransitionModel, then AmDiagGmm.
+
+    The AmDiagGmm is `<DIMENSION> d <NUMPDFS> n` and n `<DiagGMM>` blocks, each `[<GCONSTS> vector] <WEIGHTS>
+    vector <MEANS_INVVARS> matrix <INV_VARS> matrix </DiagGMM>` (as `AmDiagGmm::Read`/`DiagGmm::Read` take it).
+
+    Args:
+      model_path: the model file.
+
+    Returns:
+      `(transition model, one DiagGmmParts per pdf)`.
+
+    Raises:
+      ValueError: naming the file, the pdf and both numbers when a block disagrees with the header (dimension, pdf
+        count, a weight count against the rows of its matrices), and the byte offset when the file is truncated
+        or not a GMM model.
+
+    Example:
+      >>> tm, gmms = read_gmm_model_parts("exp/tri1/final.mdl"); len(gmms), gmms[0].inv_vars.shape
+      (1000, (7, 39))
+    """
+    reader = _model_reader(model_path)
+    parts = _parse_transition_model(reader)
+    reader.kind = "GMM model (TransitionModel + AmDiagGmm)"
+    reader.expect("<DIMENSION>")
+    dim = reader.int32()
+    reader.expect("<NUMPDFS>")
+    num_pdfs = reader.int32()
+    gmms = []
+    for pdf in range(num_pdfs):
+        token = reader.token()
+        if token not in ("<DiagGMM>", "<DiagGMMBegin>"):  # the second from old Kaldi
+            reader._fail(f"expected <DiagGMM> for pdf {pdf} of {num_pdfs}, found {token!r}")
+        token = reader.token()
+        if token == "<GCONSTS>":
+            reader.real_vector()
+            token = reader.token()
+        if token != "<WEIGHTS>":
+            reader._fail(f"expected <WEIGHTS> in pdf {pdf}, found {token!r}")
+        weights = np.array(reader.real_vector(), np.float64)
+        reader.expect("<MEANS_INVVARS>")
+        means_invvars = reader.real_matrix()
+        reader.expect("<INV_VARS>")
+        inv_vars = reader.real_matrix()
+        token = reader.token()
+        if token not in ("</DiagGMM>", "<DiagGMMEnd>"):
+            reader._fail(f"expected </DiagGMM> closing pdf {pdf}, found {token!r}")
+        for name, matrix in (("<MEANS_INVVARS>", means_invvars), ("<INV_VARS>", inv_vars)):
+            if matrix.shape != (len(weights), dim):
+                raise ValueError(f"{model_path}: pdf {pdf} has {len(weights)} Gaussians of dimension {dim} (the "
+                                 f"model's <DIMENSION>) but its {name} is {matrix.shape[0]} x {matrix.shape[1]}")
+        if not len(weights) or np.any(inv_vars <= 0):
+            raise ValueError(f"{model_path}: pdf {pdf} has {len(weights)} Gaussians or a non-positive inverse "
+                             "variance: not a usable GMM")
+        # Kaldi holds them as BaseFloat (float32) whichever form they were stored in; so do we, so that a text
+        # model's 7 digits and its binary form give the same parameters wherever float32 can tell them apart.
+        weights, means_invvars, inv_vars = (a.astype(np.float32).astype(np.float64)
+                                            for a in (weights, means_invvars, inv_vars))
+        gmms.append(DiagGmmParts(weights, means_invvars, inv_vars))
+    num_tm_pdfs = max((max(t[2], t[3]) + 1 for t in parts.tuples), default=0)
+    if num_tm_pdfs > num_pdfs:
+        raise ValueError(f"{model_path}: the transition model uses {num_tm_pdfs} pdfs but the AmDiagGmm has "
+                         f"{num_pdfs}")
+    return parts, gmms
 
 
 def transition_ids(phone_states: dict, tuples, source: str = "<memory>") -> tuple[list[int], ...]:

@@ -149,6 +149,17 @@ def _files_digest(paths: list[str]) -> str:
     return digest.hexdigest()
 
 
+def _check_kaldi_cmvn(path: str, spk_stats: dict, utt2spk: dict, num_bands: int) -> None:
+    """A cmvn.scp must cover every speaker, with stats of the features' dimension (Kaldi's [2, dim + 1])."""
+    for utt, spk in utt2spk.items():
+        if spk not in spk_stats:
+            raise ValueError(f"{path}: no statistics for speaker {spk!r} of utterance {utt!r}")
+        if spk_stats[spk].shape != (2, num_bands + 1):
+            raise ValueError(f"{path}: statistics of speaker {spk!r} are {spk_stats[spk].shape[0]} x "
+                             f"{spk_stats[spk].shape[1]}, the features have {num_bands} columns (expected 2 x "
+                             f"{num_bands + 1})")
+
+
 def _cmvn_for(config, utt, spk, spk_stats, global_stats, dim):
     if config.cmvn == "speaker":
         return spk_stats[spk]
@@ -172,7 +183,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
       transition_model: Kaldi `final.mdl` mapping transition ids to pdf ids. Default None.
       config: `FeatureConfig`; default `FeatureConfig()`.
       mode: "features" (store final features) or "audio" (store PCM; pipelines compute features). Default "features".
-      num_targets: number of pdfs; default max pdf id + 1 (pass it: unseen high pdfs would shrink the output layer).
+      num_targets: number of pdfs; default the transition model's pdf count when `transition_model` is given (what
+        the decoder will expect), else max pdf id + 1 (pass it: unseen high pdfs would shrink the output layer).
       utterances_per_shard: default 256.
       use_feats_scp: read static features from the dir's feats.scp (columns must equal `config.num_bands`) and, with
         cmvn="speaker", its cmvn.scp, instead of computing fbank from audio. Default False.
@@ -199,6 +211,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         raise ValueError(f"{data_dir}: use_feats_scp=True but there is no feats.scp")
     utts = data.utterances
     labels = kaldi_io.read_alignments(alignments, transition_model) if alignments else None
+    if labels is not None and num_targets is None and transition_model is not None:
+        num_targets = int(kaldi_io.read_transition_id_to_pdf(transition_model).max()) + 1  # the model's pdf count
     if labels is not None and num_targets is None:
         num_targets = int(max((int(a.max()) for a in labels.values() if a.size), default=-1)) + 1
     os.makedirs(output_dir, exist_ok=True)
@@ -220,6 +234,7 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
     spk_stats = kaldi_io.read_cmvn_stats(f"{output_dir}/cmvn.scp")
     if use_feats_scp and config.cmvn == "speaker" and data.cmvn_scp:
         spk_stats = kaldi_io.read_cmvn_stats(data.cmvn_scp)  # Kaldi's own stats, as apply-cmvn would use
+        _check_kaldi_cmvn(data.cmvn_scp, spk_stats, {utt: data.utt2spk[utt] for utt in kept}, config.num_bands)
     global_path = os.path.join(output_dir, "cmvn_global.npy")
     if global_cmvn_stats is not None:
         global_cmvn_stats = np.asarray(global_cmvn_stats, np.float64)

@@ -24,6 +24,9 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
 
     Returns:
       pathlib.Path of the version directory.
+
+    A model trained on a data dir's own feats.scp (`crnn-prepare-data --use_feats_scp`, e.g. Kaldi's MFCCs) gets no
+    `waveform` signature: the package's front end computes filterbanks, not those features.
     """
     import numpy as np
 
@@ -33,6 +36,7 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
                                           read_global_cmvn_stats)
 
     model, config = load_trained_model(model_dir, which)
+    signatures = _signatures_for(config, signatures)
     feature_path = os.path.join(model_dir, FEATURE_CONFIG_NAME)
     feature_config = None
     if os.path.exists(feature_path):
@@ -52,3 +56,20 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
         prior_counts=counts, prior_floor=prior_floor, num_bands=config.num_bands,
         num_streams=config.num_streams, compute_dtype=compute_dtype, signatures=signatures,
         extra={"train_config": json.loads(json.dumps(config.__dict__, default=str)), "checkpoint": which})
+
+
+def _signatures_for(config, signatures):
+    """`signatures` without "waveform" when the training features came from a feats.scp (see `export_trained`)."""
+    from crnn_tf.data.tfrecords import read_manifest
+
+    if "waveform" not in signatures or not config.train_data:
+        return signatures
+    try:
+        source = read_manifest(config.train_data).source
+    except FileNotFoundError:
+        return signatures  # the training data moved away; nothing says the features were not ours
+    if not source.get("use_feats_scp"):
+        return signatures
+    logging.warning("%s was prepared from feats.scp (features computed outside crnn_tf): exporting without the "
+                    "waveform signature; score features (serving_default) as they were prepared", config.train_data)
+    return tuple(name for name in signatures if name != "waveform")

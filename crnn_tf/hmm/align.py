@@ -23,10 +23,12 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
 
-from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int32_vectors
+from crnn_tf.data.kaldi_io import (read_alignments, read_gmm_model_parts, read_int32_vectors, read_text_table,
+                                   write_int32_vectors)
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.data import priors as label_priors
-from crnn_tf.hmm.features import compute_mfcc
+from crnn_tf.hmm.features import compute_mfcc, kaldi_delta_features
+from crnn_tf.hmm.fst_io import read_fst
 from crnn_tf.hmm.gmm import DiagGmmSet
 from crnn_tf.hmm.lang import Lang
 
@@ -224,7 +226,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
 
 def _training_graphs(lang, lang_dir, tm, tree, texts, data_dir):
     """Per-utterance training graphs (word ids through L, as compile-train-graphs); returns (graphs, oov_count)."""
-    L = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "L.fst"))
+    L = read_fst(os.path.join(lang_dir, "L.fst"))
     kaldifst.arcsort(L, sort_type="olabel")
     # No transition probabilities baked in at compile time: the aligner adds the current model's (add_transition_probs),
     # so an alignment depends only on the model it is made with, not on the one the graphs were compiled with.
@@ -244,22 +246,21 @@ def _training_graphs(lang, lang_dir, tm, tree, texts, data_dir):
 
 
 def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
-    """(TransitionModel, DiagGmmSet) of a text-format GMM final.mdl (as `train_mono` writes it).
+    """(TransitionModel, DiagGmmSet) of a GMM final.mdl, binary (Kaldi's default) or text (as `train_mono` writes it).
 
     Raises:
-      ValueError: naming the file when it is binary (the GMM part is read from Kaldi's text format only).
+      ValueError: naming the file and what is wrong with it (`crnn_tf.data.kaldi_io.read_gmm_model_parts`).
+
+    Example:
+      >>> tm, gmm = read_gmm_model("exp/tri1/final.mdl"); gmm.loglik(feats).shape
+      (312, 1000)
     """
-    tm = hmm_model.read_transition_model(model_path)
-    with open(model_path, "rb") as f:
-        data = f.read()
-    if data.startswith(b"\0B"):
-        raise ValueError(f"{model_path} is a binary Kaldi model; its GMM is read from text only: convert it with "
-                         f"gmm-copy --binary=false {model_path} {model_path}.txt")
-    return tm, DiagGmmSet.from_kaldi_text(data.decode().split("</TransitionModel>", 1)[-1])
+    parts, gmms = read_gmm_model_parts(model_path)
+    return hmm_model.build_transition_model_from_parts(parts), DiagGmmSet.from_kaldi_parts(gmms)
 
 
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
-                     config: GmmTrainConfig | None = None) -> dict:
+                     config: GmmTrainConfig | None = None, features: str = "audio") -> dict:
     """Forced alignment of a data dir with an already trained GMM-HMM (Kaldi's align_si.sh).
 
     Used for held-out data (e.g. dev labels for frame accuracy) that must not train the GMM.
@@ -267,9 +268,12 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     Args:
       data_dir: Kaldi data dir with wav.scp and text.
       lang_dir: the lang dir the model was trained with.
-      model_path: text-format final.mdl with its GMM (from `train_mono`); a `tree` file beside it is used if present.
+      model_path: final.mdl with its GMM, binary or text (from `train_mono` or Kaldi); a `tree` file beside it is used
+        if present.
       out_dir: where ali.ark (transition ids) and pdf_ali.ark (pdf ids) go.
       config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig()).
+      features: "audio" (default: MFCC + deltas from wav.scp, `compute_mfcc`) or "feats_scp" (a Kaldi delta
+        system's own: feats.scp, cmvn.scp, add-deltas, `kaldi_delta_features`).
 
     Returns:
       dict with ali, pdf_ali (paths), num_utterances, failed_utts, oov_count, seconds.
@@ -293,7 +297,9 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
         tree = hmm_model.monophone_tree(topo)
     t2p = hmm_model.tid2pdf(tm)
     texts = read_text_table(os.path.join(data_dir, "text"))
-    feats = compute_mfcc(data_dir, sorted(texts))
+    if features not in ("audio", "feats_scp"):
+        raise ValueError(f"features={features!r}: 'audio' or 'feats_scp'")
+    feats = (compute_mfcc if features == "audio" else kaldi_delta_features)(data_dir, sorted(texts))
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
@@ -377,7 +383,8 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     """Accepts Kaldi's own alignments (transition ids) + final.mdl: writes pdf_ali.ark and prior_counts.
 
     Args:
-      ali_path: ark (or rspecifier) of transition-id alignments, e.g. from ``gunzip -c ali.*.gz``.
+      ali_path: transition-id alignments as `crnn_tf.data.kaldi_io.read_alignments` takes them: an ark or
+        rspecifier, one ``ali.N.gz``, a glob, or the alignment dir (``exp/tri3_ali``) itself.
       model_path: the Kaldi model (binary or text) whose transition ids they are.
       out_dir: where pdf_ali.ark and prior_counts go.
 
@@ -386,7 +393,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
     """
     tm = hmm_model.read_transition_model(model_path)
     t2p = hmm_model.tid2pdf(tm)
-    ali = read_int32_vectors(ali_path)
+    ali = read_alignments(ali_path)
     for utt, a in ali.items():
         if a.size and (a.min() < 1 or a.max() >= len(t2p)):
             raise ValueError(f"{ali_path}: utterance {utt} has transition id {int(a.max())} outside "

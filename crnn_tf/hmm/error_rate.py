@@ -84,10 +84,26 @@ class ErrorRate:
         return (f"%{self.unit} {self.rate:.2f} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dels} del, "
                 f"{self.subs} sub ]")
 
+    def sentence_summary(self) -> str:
+        """``%SER 20.00 [ 1 / 5 ]`` (compute-wer's second line)."""
+        n = len(self.per_utt)
+        return f"%SER {100.0 * self.sentence_errors / max(n, 1):.2f} [ {self.sentence_errors} / {n} ]"
+
+    def compute_wer_text(self) -> str:
+        """What Kaldi's ``compute-wer --mode=present`` prints (a decode dir's ``wer_<LMWT>``, read by best_wer.sh).
+
+        Example:
+          >>> print(error_rate({"u1": ["A", "B"]}, {"u1": ["A"]}).compute_wer_text())
+          %WER 50.00 [ 1 / 2, 0 ins, 1 del, 0 sub ]
+          %SER 100.00 [ 1 / 1 ]
+          Scored 1 sentences, 0 not present in hyp.
+        """
+        return "\n".join([self.summary(), self.sentence_summary(),
+                          f"Scored {len(self.per_utt)} sentences, {len(self.missing)} not present in hyp."])
+
     def report(self) -> str:
         """Summary, sentence error rate, OOV count and per-utterance alignments (errors marked)."""
-        n = len(self.per_utt)
-        lines = [self.summary(), f"%SER {100.0 * self.sentence_errors / max(n, 1):.2f} [ {self.sentence_errors} / {n} ]"]
+        lines = [self.summary(), self.sentence_summary()]
         if self.oov_count:
             lines.append(f"OOV words in the references: {self.oov_count}")
         if self.missing:

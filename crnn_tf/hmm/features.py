@@ -1,5 +1,8 @@
 """GMM front end: MFCC + Δ + ΔΔ with per-speaker mean normalisation for a Kaldi data dir.
 
+`compute_mfcc` computes them from the audio; `kaldi_delta_features` takes the ones a Kaldi delta system (tri1)
+decodes with from the data dir itself, feats.scp + cmvn.scp as `apply-cmvn | add-deltas` in decode.sh.
+
 The data dir and its audio are read by `crnn_tf.data.datadir.DataDir` (wav.scp paths or `cmd |` pipes, segments,
 utt2spk/spk2utt), the same reader the network side uses.
 
@@ -61,4 +64,46 @@ def compute_mfcc(data_dir: str, utts: list[str] | None = None) -> dict[str, np.n
         mean = np.concatenate([feats[u] for u in spk_utts]).mean(axis=0)
         for u in spk_utts:
             feats[u] = (feats[u] - mean).astype(np.float32)
+    return feats
+
+
+def kaldi_delta_features(data_dir: str, utts: list[str] | None = None) -> dict[str, np.ndarray]:
+    """A Kaldi delta system's features from the data dir as Kaldi left it: feats.scp, mean-normalised with the
+    speaker's cmvn.scp statistics (`apply-cmvn`, no variance normalisation), then Δ + ΔΔ (`add-deltas`).
+
+    Args:
+      data_dir: Kaldi data dir with feats.scp, cmvn.scp and utt2spk (without utt2spk cmvn.scp is per utterance).
+      utts: restrict to these utterances (default all of feats.scp).
+
+    Raises:
+      ValueError: naming cmvn.scp, the speaker and the utterance when its statistics are missing or of another
+        dimension than the features.
+
+    Example:
+      >>> feats = kaldi_delta_features("data/test"); next(iter(feats.values())).shape[1]
+      39
+    """
+    import os
+
+    from crnn_tf.data.datadir import DataDir
+    from crnn_tf.data.kaldi_io import read_cmvn_stats, read_matrices
+
+    data = DataDir.load(data_dir)
+    feats_scp, cmvn_scp = os.path.join(data_dir, "feats.scp"), os.path.join(data_dir, "cmvn.scp")
+    for path in (feats_scp, cmvn_scp):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{data_dir}: Kaldi's GMM features need {os.path.basename(path)}")
+    stats = read_cmvn_stats(cmvn_scp)
+    wanted = None if utts is None else set(utts)
+    feats = {}
+    for utt, static in read_matrices(feats_scp):
+        if wanted is not None and utt not in wanted:
+            continue
+        spk = data.utt2spk.get(utt, utt)
+        if spk not in stats or stats[spk].shape != (2, static.shape[1] + 1):
+            found = "none" if spk not in stats else f"{stats[spk].shape[0]} x {stats[spk].shape[1]}"
+            raise ValueError(f"{cmvn_scp}: speaker {spk!r} of utterance {utt!r} needs 2 x {static.shape[1] + 1} "
+                             f"statistics, found {found}")
+        mean = stats[spk][0, :-1] / stats[spk][0, -1]
+        feats[utt] = knf.compute_deltas(knf.DeltaOptions(), (static - mean).astype(np.float32)).astype(np.float32)
     return feats

@@ -2,7 +2,8 @@
 
 Same model and update as Kaldi's AmDiagGmm / MleDiagGmmUpdate / SplitByCount, but evaluated for whole utterances
 at once ([T, num_gaussians] matrix products) instead of one pybind call per frame, which keeps the EM loop fast.
-`to_kaldi_text` writes the AmDiagGmm part of a Kaldi final.mdl.
+`to_kaldi_text` writes the AmDiagGmm part of a Kaldi final.mdl; `from_kaldi_parts` builds the set from one read by
+`crnn_tf.data.kaldi_io.read_gmm_model_parts`.
 """
 from __future__ import annotations
 
@@ -173,21 +174,10 @@ class DiagGmmSet:
         return "".join(out)
 
     @classmethod
-    def from_kaldi_text(cls, text: str) -> "DiagGmmSet":
-        """Parses the AmDiagGmm part of a text-format Kaldi model (after </TransitionModel>)."""
-        import re
-
-        weights, means, variances = [], [], []
-        for block in re.findall(r"<DiagGMM>(.*?)</DiagGMM>", text, re.S):
-            def grab(tag):
-                m = re.search(rf"<{tag}>\s*\[(.*?)\]", block, re.S)
-                return np.array(m.group(1).split(), np.float64)
-            w = grab("WEIGHTS")
-            ivar = grab("INV_VARS").reshape(len(w), -1)
-            mivar = grab("MEANS_INVVARS").reshape(len(w), -1)
-            weights.append(w)
-            means.append(mivar / ivar)
-            variances.append(1.0 / ivar)
-        if not weights:
+    def from_kaldi_parts(cls, gmms) -> "DiagGmmSet":
+        """The set of a Kaldi AmDiagGmm as stored, one `crnn_tf.data.kaldi_io.DiagGmmParts` per pdf (from
+        `kaldi_io.read_gmm_model_parts`, binary or text): means and variances from the inverse variances."""
+        if not gmms:
             raise ValueError("no <DiagGMM> blocks: not a GMM model")
-        return cls(weights, means, variances)
+        return cls([g.weights for g in gmms], [g.means_invvars / g.inv_vars for g in gmms],
+                   [1.0 / g.inv_vars for g in gmms])

@@ -15,6 +15,7 @@ import shutil
 import kaldi_hmm_gmm as khg
 import kaldifst
 
+from crnn_tf.hmm.fst_io import read_fst
 from crnn_tf.hmm.lang import Lang, make_word_loop_grammar
 
 
@@ -46,8 +47,8 @@ def make_hclg(lang_dir: str, model_path: str, graph_dir: str, *, tm=None, tree=N
             raise FileNotFoundError(f"{lang_dir}/{name} is missing: run prepare_lang and make_grammar first")
     tm = tm if tm is not None else hmm_model.read_transition_model(model_path)
     tree = tree if tree is not None else hmm_model.monophone_tree(tm.topo)
-    L = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "L_disambig.fst"))
-    G = kaldifst.StdVectorFst.read(os.path.join(lang_dir, "G.fst"))
+    L = read_fst(os.path.join(lang_dir, "L_disambig.fst"))
+    G = read_fst(os.path.join(lang_dir, "G.fst"))
     kaldifst.arcsort(L, sort_type="olabel")
     kaldifst.arcsort(G, sort_type="ilabel")
     LG = kaldifst.compose(L, G)

@@ -7,7 +7,8 @@ with `read_tree` and used everywhere instead, because everything downstream only
 
 `final.mdl` is written in Kaldi's text format: the TransitionModel followed (for a GMM system) by the AmDiagGmm, so
 Kaldi's ``gmm-copy``/``copy-transition-model``/``show-transitions`` read it. `read_transition_model` reads the
-TransitionModel of a Kaldi model file, text (ours) or binary (Kaldi's default), with the data package's parser.
+TransitionModel of a Kaldi model file, text (ours) or binary (Kaldi's default), with the data package's parser
+(`crnn_tf.hmm.align.read_gmm_model` reads the whole GMM model the same way).
 """
 from __future__ import annotations
 
@@ -126,12 +127,21 @@ def read_transition_model(path: str) -> khg.TransitionModel:
       >>> tm = read_transition_model("exp/mono/final.mdl"); tm.num_pdfs
       99
     """
-    parts = kaldi_io.read_transition_model_parts(path)
+    return build_transition_model_from_parts(kaldi_io.read_transition_model_parts(path))
+
+
+def build_transition_model_from_parts(parts: kaldi_io.TransitionModelParts) -> khg.TransitionModel:
+    """kaldi-hmm-gmm's TransitionModel from a parsed one (`kaldi_io.read_transition_model_parts` or
+    `kaldi_io.read_gmm_model_parts`).
+
+    Raises:
+      ValueError: naming the file it came from when Kaldi rejects its topology or the tuples do not fit it.
+    """
     try:
         topo = _read_topology(kaldi_io.topology_to_text(parts.topology))
     except Exception as error:  # kaldi-hmm-gmm raises RuntimeError for topologies Kaldi rejects
-        raise ValueError(f"{path}: invalid HMM topology in the transition model ({error})") from error
-    return build_transition_model(topo, parts.tuples, parts.log_probs, path)
+        raise ValueError(f"{parts.source}: invalid HMM topology in the transition model ({error})") from error
+    return build_transition_model(topo, parts.tuples, parts.log_probs, parts.source)
 
 
 def build_transition_model(topo: khg.HmmTopology, tuples: list[tuple[int, int, int, int]],

@@ -59,8 +59,9 @@ def test_ali_gz_converted_to_pdfs(tmp_path):
     write_kaldi_transition_model(tmp_path / "final.mdl", model, binary=True)
     rng = np.random.default_rng(0)
     tids = {f"u{i}": rng.integers(1, model.num_transition_ids + 1, size=5 + i) for i in range(4)}
-    for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):
-        kaldi_io.write_int32_vectors(f"ark:{tmp_path}/ali.{part}", ((k, tids[k]) for k in keys))
+    for part, keys in ((1, ["u0", "u1"]), (2, ["u2", "u3"])):  # ali.1 binary, ali.2 text (copy-int-vector ark,t:)
+        wspecifier = f"ark{',t' if part == 2 else ''}:{tmp_path}/ali.{part}"
+        kaldi_io.write_int32_vectors(wspecifier, ((k, tids[k]) for k in keys))
         with open(tmp_path / f"ali.{part}", "rb") as src, gzip.open(tmp_path / f"ali.{part}.gz", "wb") as dst:
             shutil.copyfileobj(src, dst)
     pdfs = kaldi_io.read_alignments(str(tmp_path), str(tmp_path / "final.mdl"))
@@ -116,3 +117,34 @@ def test_text_table_duplicate_is_named(tmp_path):
     (tmp_path / "utt2spk").write_text("a s1\nb s1\na s2\n")
     with pytest.raises(ValueError, match="utt2spk:3: duplicate key 'a'"):
         kaldi_io.read_text_table(str(tmp_path / "utt2spk"))
+
+
+def test_compressed_feature_archives_and_scp_offsets(tmp_path):
+    # copy-feats --compress=true writes CM (Kaldi's default for features); CM2 and CM3 are the other two methods.
+    from tests.data.fixtures import decompress_cm, write_compressed_ark
+
+    rng = np.random.default_rng(0)
+    items = [("u1", rng.normal(size=(40, 13)) * 4 + 10, "CM"), ("u2", rng.normal(size=(25, 13)), "CM2"),
+             ("u3", rng.normal(size=(9, 13)), "CM3")]
+    ark = tmp_path / "raw_mfcc.1.ark"
+    offsets = write_compressed_ark(ark, items)
+    (tmp_path / "feats.scp").write_text("".join(f"{u} {ark}:{offsets[u]}\n" for u in ("u3", "u1", "u2")))
+    data = ark.read_bytes()
+    expected = {u: decompress_cm(data[offsets[u] + 2:]) for u, _, _ in items}
+    sequential = dict(kaldi_io.read_matrices(str(tmp_path / "feats.scp")))
+    table = kaldi_io.read_matrix_table(str(tmp_path / "feats.scp"))
+    assert list(sequential) == ["u3", "u1", "u2"]  # scp order
+    for utt, original, method in items:
+        np.testing.assert_allclose(sequential[utt], expected[utt], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(table[utt]), sequential[utt])
+        step = np.ptp(original) / {"CM": 16, "CM2": 65535, "CM3": 255}[method]  # CM: 1 byte over a quantile span
+        assert np.abs(sequential[utt] - original).max() <= step, method
+    assert dict(kaldi_io.read_matrices(f"ark:{ark}")).keys() == {"u1", "u2", "u3"}
+    # Cut inside u2: Kaldi's reader only warns and ends the table early; here it is an error naming the file.
+    cut = tmp_path / "cut.ark"
+    cut.write_bytes(data[:offsets["u2"] + 100])
+    with pytest.raises(ValueError, match=r"cut\.ark: truncated or corrupt Kaldi table, .* after 1 entries .*'u1'"):
+        dict(kaldi_io.read_matrices(str(cut)))
+    (tmp_path / "cut.scp").write_text(f"u2 {cut}:{offsets['u2']}\n")
+    with pytest.raises(ValueError, match=r"cut\.scp: cannot read the matrix of 'u2'"):
+        kaldi_io.read_matrix_table(str(tmp_path / "cut.scp"))["u2"]

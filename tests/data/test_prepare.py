@@ -175,3 +175,40 @@ def test_rerun_after_the_alignment_changed_in_place_takes_the_new_labels(corpus,
             np.testing.assert_array_equal(records[utt]["labels"].numpy(), want[: len(records[utt]["labels"])])
     np.testing.assert_array_equal(again.prior_counts, np.bincount(
         np.concatenate([records[u]["labels"].numpy() for u in records]), minlength=NUM_TARGETS))
+
+
+def test_kaldi_feats_scp_compressed_with_kaldi_cmvn_scp(tmp_path):
+    # A data dir as make_mfcc.sh + compute_cmvn_stats.sh leave it: 13 MFCCs, CM-compressed, scp with byte offsets,
+    # per-speaker double stats; apply-cmvn (means only) with those stats, not recomputed ones.
+    from tests.data.fixtures import decompress_cm, write_compressed_ark
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rng = np.random.default_rng(0)
+    utt2spk = {"a-1": "a", "a-2": "a", "b-1": "b"}
+    feats = {u: (rng.normal(size=(30 + 5 * i, 13)) * 3 + 7).astype(np.float32) for i, u in enumerate(utt2spk)}
+    ark = tmp_path / "mfcc" / "raw_mfcc_train.1.ark"
+    ark.parent.mkdir()
+    offsets = write_compressed_ark(ark, [(u, feats[u], "CM") for u in utt2spk])
+    (data_dir / "feats.scp").write_text("".join(f"{u} {ark}:{offsets[u]}\n" for u in utt2spk))
+    (data_dir / "utt2spk").write_text("".join(f"{u} {s}\n" for u, s in utt2spk.items()))
+    stored = {u: decompress_cm(ark.read_bytes()[offsets[u] + 2:]) for u in utt2spk}
+    # Kaldi's stats of the stored features, shifted so that using them (not recomputed ones) is visible.
+    stats = {}
+    for spk in ("a", "b"):
+        x = np.concatenate([stored[u] for u in utt2spk if utt2spk[u] == spk]).astype(np.float64)
+        stats[spk] = np.stack([np.append(x.sum(0) + len(x), len(x)), np.append((x * x).sum(0), 0.0)])
+    kaldi_io.write_matrices(f"ark,scp:{tmp_path}/cmvn_train.ark,{data_dir}/cmvn.scp", sorted(stats.items()),
+                            double=True)
+    config = FeatureConfig(num_mel_bins=12, cmvn="speaker")
+    manifest = prepare_data_dir(str(data_dir), str(tmp_path / "out"), config=config, use_feats_scp=True,
+                                progress=False)
+    assert manifest.feature_dim == 39 and not manifest.skipped
+    records = _records(manifest)
+    for utt, spk in utt2spk.items():
+        mean = stats[spk][0, :-1] / stats[spk][0, -1]
+        expected = add_deltas((stored[utt] - mean).astype(np.float32)).numpy()
+        np.testing.assert_allclose(records[utt]["features"].numpy(), expected, atol=1e-4)
+    kaldi_io.write_matrices(f"ark,scp:{tmp_path}/cmvn_a.ark,{data_dir}/cmvn.scp", [("a", stats["a"])], double=True)
+    with pytest.raises(ValueError, match=r"cmvn\.scp: no statistics for speaker 'b' of utterance 'b-1'"):
+        prepare_data_dir(str(data_dir), str(tmp_path / "out2"), config=config, use_feats_scp=True, progress=False)

@@ -34,6 +34,19 @@ def test_kaldi_alignment_input(tiny_alignment, tmp_path):
     ours, theirs = read_int32_vectors(tiny_alignment.pdf_ali), read_int32_vectors(pdf_path)
     assert all(np.array_equal(ours[u], theirs[u]) for u in ours)
     assert open(prior_path).read() == open(tiny_alignment.prior_counts).read()
+    # As Kaldi leaves them: exp/tri1_ali/ali.{1,2}.gz, named by the directory.
+    import gzip
+
+    ali_dir = tmp_path / "tri1_ali"
+    ali_dir.mkdir()
+    tids = sorted(read_int32_vectors(tiny_alignment.ali).items())
+    for job in (1, 2):
+        write_int32_vectors(f"ark:{ali_dir / f'ali.{job}'}", tids[job - 1::2])
+        (ali_dir / f"ali.{job}.gz").write_bytes(gzip.compress((ali_dir / f"ali.{job}").read_bytes()))
+        (ali_dir / f"ali.{job}").unlink()
+    pdf_dir, _ = A.kaldi_alignment_to_pdfs(str(ali_dir), tiny_alignment.model, str(tmp_path / "from_dir"))
+    assert read_int32_vectors(pdf_dir).keys() == ours.keys()
+    assert all(np.array_equal(ours[u], v) for u, v in read_int32_vectors(pdf_dir).items())
     bad = {"u1": np.array([1, 10 ** 6], np.int32)}
     write_int32_vectors(f"ark:{tmp_path / 'bad.ark'}", bad.items())
     import pytest
@@ -70,6 +83,38 @@ def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data
     tm = hmm_model.read_transition_model(tiny_alignment.model)
     agreement = A.phone_agreement(dev_ali, tm, Lang(tiny_alignment.lang_dir), str(corpus / "dev" / "phone_times.ctm"))
     assert agreement >= 0.8, agreement
+
+
+def test_align_with_a_binary_model_on_kaldi_features(tiny_alignment, tmp_path):
+    # A Kaldi delta system aligning a data dir as align_si.sh would: binary final.mdl, feats.scp + cmvn.scp.
+    import shutil
+
+    from crnn_tf.data.datadir import DataDir
+    from crnn_tf.data.kaldi_io import write_matrices
+    from crnn_tf.hmm.features import mfcc
+    from tests.data.fixtures import write_kaldi_transition_model
+
+    dev = tmp_path / "dev"
+    shutil.copytree(tiny_alignment.corpus / "dev", dev)
+    data = DataDir.load(str(dev))
+    static = {utt: mfcc(*data.read_audio(utt)) for utt in data.utterances}
+    write_matrices(f"ark,scp:{tmp_path}/raw_mfcc.ark,{dev}/feats.scp", sorted(static.items()))
+    stats = {}
+    for utt, x in static.items():
+        x = x.astype(np.float64)
+        spk = data.utt2spk[utt]
+        stats[spk] = stats.get(spk, 0) + np.stack([np.append(x.sum(0), len(x)), np.append((x * x).sum(0), 0)])
+    write_matrices(f"ark,scp:{tmp_path}/cmvn.ark,{dev}/cmvn.scp", sorted(stats.items()), double=True)
+    tm, gmm = A.read_gmm_model(tiny_alignment.model)
+    (tmp_path / "tri1").mkdir()
+    write_kaldi_transition_model(tmp_path / "tri1" / "final.mdl", tm, True, "<Tuples>", gmm=gmm)
+    audio = A.align_with_model(str(dev), tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "a"))
+    kaldi = A.align_with_model(str(dev), tiny_alignment.lang_dir, str(tmp_path / "tri1" / "final.mdl"),
+                               str(tmp_path / "k"), features="feats_scp")
+    assert kaldi["failed_utts"] == [] and kaldi["num_utterances"] == audio["num_utterances"]
+    a, k = read_int32_vectors(audio["pdf_ali"]), read_int32_vectors(kaldi["pdf_ali"])
+    same = sum(int((a[u] == k[u]).sum()) for u in a) / sum(len(a[u]) for u in a)
+    assert same > 0.9, same  # only the deltas' mean normalisation differs between the two front ends
 
 
 def test_utterances_without_timings_start_from_a_given_alignment(tiny_alignment, tmp_path):

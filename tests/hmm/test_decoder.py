@@ -8,7 +8,7 @@ import pytest
 from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_table, write_matrices
 from crnn_tf.hmm import model as M
 from crnn_tf.hmm.align import read_gmm_model
-from crnn_tf.hmm.decoder import HybridDecoder, read_graph
+from crnn_tf.hmm.decoder import HybridDecoder
 from crnn_tf.hmm.features import compute_mfcc
 from crnn_tf.hmm.error_rate import error_rate
 
@@ -95,7 +95,8 @@ def test_loglik_ark_is_a_kaldi_matrix_archive(tmp_path, decoder):
 
 
 def test_pdf_count_mismatch_is_a_clear_error(decoder):
-    with pytest.raises(ValueError, match=rf"shape \(20, {decoder.num_pdfs + 1}\).*{decoder.num_pdfs} pdfs"):
+    n = decoder.num_pdfs
+    with pytest.raises(ValueError, match=rf"utterance utt: .*shape \(20, {n + 1}\).*{n} pdfs"):
         decoder.decode(np.zeros((20, decoder.num_pdfs + 1), np.float32))
     with pytest.raises(ValueError, match="prior counts have 3 pdfs"):
         HybridDecoder(decoder.graph_dir, prior_counts=np.ones(3))
@@ -109,13 +110,37 @@ def test_no_final_state_is_flagged_partial(decoder):
     assert not ok.partial
 
 
-def test_const_fst_gets_a_conversion_hint(tmp_path, tiny_alignment):
+def test_kaldi_graph_dir_decodes_like_ours(tmp_path, tiny_alignment, decoder):
+    # mkgraph.sh's layout: exp/tri1/graph/HCLG.fst a const FST, no final.mdl there (decode.sh takes exp/tri1's).
+    import shutil
+
     import kaldifst
 
+    from crnn_tf.hmm.decoder import find_model
+    from tests.data.fixtures import write_kaldi_transition_model
+
+    graph = tmp_path / "exp" / "tri1" / "graph"
+    graph.mkdir(parents=True)
+    for name in ("words.txt", "phones.txt"):
+        shutil.copy(os.path.join(tiny_alignment.graph_dir, name), graph / name)
     fst = kaldifst.StdVectorFst.read(os.path.join(tiny_alignment.graph_dir, "HCLG.fst"))
-    kaldifst.StdConstFst(fst).write(str(tmp_path / "HCLG.fst"))
-    with pytest.raises(ValueError, match="fstconvert --fst_type=vector"):
-        read_graph(str(tmp_path / "HCLG.fst"))
+    kaldifst.StdConstFst(fst).write(str(graph / "HCLG.fst"))
+    with pytest.raises(FileNotFoundError, match="neither .*graph/final.mdl nor .*tri1/final.mdl exists"):
+        find_model(str(graph))
+    write_kaldi_transition_model(graph.parent / "final.mdl", decoder.trans_model, True, "<Tuples>")
+    kaldi = HybridDecoder(str(graph), prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+    assert kaldi.model_path == str(graph.parent / "final.mdl")
+    assert kaldi.hclg.to_str() == fst.to_str()
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    for utt in sorted(pdf)[:3]:
+        x = _oracle(pdf[utt], decoder.num_pdfs)
+        a, b = decoder.decode(x, utt), kaldi.decode(x, utt)
+        assert a.words == b.words and np.array_equal(a.alignment, b.alignment) and a.likelihood == b.likelihood
+    # Another model's final.mdl beside the graph: named with both transition-id counts, not a silent bad search.
+    topo = M.make_topology([1, 2])
+    M.write_model(str(graph.parent / "final.mdl"), M.transition_model(topo, M.monophone_tree(topo)))
+    with pytest.raises(ValueError, match=r"graph/HCLG.fst uses transition ids up to \d+ but .*tri1/final.mdl has 12"):
+        HybridDecoder(str(graph))
 
 
 def test_binary_kaldi_model_decodes_like_the_text_one(tiny_alignment, decoder, tmp_path):
@@ -167,3 +192,34 @@ def test_non_finite_scores_are_decoded_with_a_warning_naming_the_utterance(decod
     with caplog.at_level("WARNING", logger="crnn_tf.hmm.decoder"):
         decoder.decode(scores, utt="u-nan")
     assert any("u-nan" in r.getMessage() and f"{4 * decoder.num_pdfs} of" in r.getMessage() for r in caplog.records)
+
+
+def test_word_spans_from_kaldi_word_boundaries(tmp_path):
+    from crnn_tf.hmm.decoder import read_word_boundary, word_spans_from_boundaries
+
+    # SIL | K_B AE_I T_E | SIL | AH_S | D_B AO_E  (phone ids 1..7), frames in 10 ms steps
+    (tmp_path / "word_boundary.int").write_text("1 nonword\n2 begin\n3 internal\n4 end\n5 singleton\n6 begin\n7 end\n")
+    kinds = read_word_boundary(str(tmp_path / "word_boundary.int"))
+    segments = [(1, 0, 10), (2, 10, 14), (3, 14, 20), (4, 20, 25), (1, 25, 30), (5, 30, 36), (6, 36, 40),
+                (7, 40, 47), (1, 47, 50)]
+    assert word_spans_from_boundaries(3, segments, kinds) == ([10, 30, 36], [25, 36, 47])
+    assert word_spans_from_boundaries(2, segments, kinds) == ([-1, -1], [-1, -1])  # not the path's words: no times
+    assert read_word_boundary(str(tmp_path / "missing.int")) == {}
+    (tmp_path / "bad.int").write_text("1 nonword\n2 start\n")
+    with pytest.raises(ValueError, match=r"bad.int:2: expected '<phone id> <nonword\|begin.*found '2 start'"):
+        read_word_boundary(str(tmp_path / "bad.int"))
+
+
+def test_graph_dir_word_boundary_file_is_what_word_times_come_from(tiny_alignment, decoder, tmp_path):
+    import shutil
+
+    shutil.copytree(tiny_alignment.graph_dir, tmp_path / "g")
+    (tmp_path / "g" / "phones").mkdir()
+    (tmp_path / "g" / "phones" / "word_boundary.int").write_text(
+        "".join(f"{i} nonword\n" for i in decoder.id2phone if i))  # no phone begins a word: no word gets a time
+    marked = HybridDecoder(str(tmp_path / "g"), prior_counts=tiny_alignment.prior_counts, acoustic_scale=0.1)
+    pdf = read_int32_vectors(tiny_alignment.pdf_ali)
+    utt = sorted(pdf)[0]
+    scores = _oracle(pdf[utt], decoder.num_pdfs)
+    a, b = decoder.decode(scores, utt), marked.decode(scores, utt)
+    assert a.words == b.words and min(a.start_frames) >= 0 and set(b.start_frames) == {-1}

@@ -5,6 +5,7 @@ import pytest
 
 from crnn_tf.data import kaldi_io
 from crnn_tf.hmm import model as M
+from crnn_tf.hmm.align import read_gmm_model
 from crnn_tf.hmm.gmm import DiagGmmSet
 from tests.data.fixtures import write_kaldi_transition_model
 
@@ -73,7 +74,56 @@ def test_gmm_matches_kaldi_and_round_trips():
         k.set_invvars((1 / g.vars[p]).astype(np.float32))
         k.compute_gconsts()
         np.testing.assert_allclose([k.log_likelihood(r) for r in x], ll[:, p], atol=1e-4)
-    np.testing.assert_allclose(DiagGmmSet.from_kaldi_text(g.to_kaldi_text()).loglik(x), ll, atol=1e-4)
+
+
+def _gmm_for(tm, dim=5, seed=0):
+    """A GMM with 1–3 Gaussians for each pdf of `tm`."""
+    rng = np.random.default_rng(seed)
+    sizes = [1 + p % 3 for p in range(tm.num_pdfs)]
+    return DiagGmmSet([rng.dirichlet(np.ones(k)) for k in sizes], [rng.normal(size=(k, dim)) for k in sizes],
+                      [rng.uniform(0.5, 2, (k, dim)) for k in sizes])
+
+
+@pytest.mark.parametrize("tuples", ["<Triples>", "<Tuples>"])
+def test_binary_and_text_gmm_models_give_the_same_likelihoods(tmp_path, tuples):
+    # One model in both of Kaldi's forms: the binary one written from the text one's float32 values, as
+    # `gmm-copy --binary=true` would.
+    topo = M.make_topology([1, 2, 3])
+    tm = M.transition_model(topo, M.monophone_tree(topo))
+    g = _gmm_for(tm)
+    M.write_model(str(tmp_path / "text.mdl"), tm, g)
+    tm_text, from_text = read_gmm_model(str(tmp_path / "text.mdl"))
+    write_kaldi_transition_model(tmp_path / "bin.mdl", tm, True, tuples, gmm=from_text)
+    assert (tmp_path / "bin.mdl").read_bytes().startswith(b"\0B<TransitionModel> ")
+    tm_bin, from_bin = read_gmm_model(str(tmp_path / "bin.mdl"))
+    assert str(tm_bin) == str(tm_text) == str(tm)
+    x = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    np.testing.assert_allclose(from_bin.loglik(x), from_text.loglik(x), rtol=0, atol=1e-5)
+    for a, b in zip(from_bin.vars + from_bin.means, from_text.vars + from_text.means):
+        np.testing.assert_array_equal(a, b)  # both read as Kaldi's float32, the 7 text digits lose nothing here
+    np.testing.assert_allclose(from_text.loglik(x), g.loglik(x), rtol=0, atol=1e-3)  # text keeps 7 digits
+    assert [len(w) for w in from_bin.weights] == [len(w) for w in g.weights]
+
+
+def test_broken_gmm_models_are_named(tmp_path):
+    topo = M.make_topology([1, 2])
+    tm = M.transition_model(topo, M.monophone_tree(topo))
+    g = _gmm_for(tm, dim=3)
+    write_kaldi_transition_model(tmp_path / "ok.mdl", tm, True, gmm=g)
+    data = (tmp_path / "ok.mdl").read_bytes()
+    (tmp_path / "cut.mdl").write_bytes(data[:-30])
+    with pytest.raises(ValueError, match="cut.mdl: not a Kaldi GMM model.*end of file"):
+        read_gmm_model(str(tmp_path / "cut.mdl"))
+    (tmp_path / "dim.mdl").write_bytes(data.replace(b"<DIMENSION> \x04\x03\0\0\0", b"<DIMENSION> \x04\x04\0\0\0"))
+    with pytest.raises(ValueError, match="dim.mdl: pdf 0 has 1 Gaussians of dimension 4 .* <MEANS_INVVARS> is 1 x 3"):
+        read_gmm_model(str(tmp_path / "dim.mdl"))
+    few = DiagGmmSet(g.weights[:4], g.means[:4], g.vars[:4])
+    M.write_model(str(tmp_path / "few.mdl"), tm, few)
+    with pytest.raises(ValueError, match="few.mdl: the transition model uses 6 pdfs but the AmDiagGmm has 4"):
+        read_gmm_model(str(tmp_path / "few.mdl"))
+    M.write_model(str(tmp_path / "tm_only.mdl"), tm)
+    with pytest.raises(ValueError, match="tm_only.mdl: not a Kaldi GMM model.*end of file"):
+        read_gmm_model(str(tmp_path / "tm_only.mdl"))
 
 
 def test_gmm_em_recovers_a_mixture():
