@@ -12,8 +12,8 @@ lexicon's phone set, with ``SIL`` for the padding and the synthesiser's pauses.
 
 Speakers are voices: an espeak-ng ``accent+klatt-variant``, a flite voice or a festival voice. Dev and test voices
 never occur in training; the festival voices (two diphone voices cut from real recordings and an HMM voice trained on
-them) are training voices only. Every utterance's random choices derive from (seed, utterance index) only, so the result does not depend
-on the number of worker processes.
+them) are training voices only. Every utterance's random choices derive from (seed, utterance index) only, so the
+result does not depend on the number of worker processes.
 """
 from __future__ import annotations
 

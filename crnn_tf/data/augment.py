@@ -391,6 +391,7 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights", "edge_trim_range",
+__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
+           "edge_trim_range",
            "perturbed_speaker_stats", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]

@@ -82,8 +82,8 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
     augment = augment or AugmentConfig()
     if augment.needs_audio and manifest.mode != "audio":
         raise ValueError(f"{manifest.directory}: waveform and front-end augmentation (speed, gain, reverb, "
-                         f"telephone, noise, VTLP, edge trimming) needs data prepared with mode='audio' (crnn-prepare-data "
-                         f"--mode=audio); this is {manifest.mode!r} data")
+                         f"telephone, noise, VTLP, edge trimming) needs data prepared with mode='audio' "
+                         f"(crnn-prepare-data --mode=audio); this is {manifest.mode!r} data")
     paths = manifest.shard_paths
     if not paths:
         raise ValueError(f"{manifest.directory}: the manifest lists no shards")
