@@ -106,9 +106,36 @@ def write_matrices(wspecifier: str, items: Iterable[tuple[str, np.ndarray]], dou
 
 
 def read_int32_vectors(rspecifier: str) -> dict[str, np.ndarray]:
-    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python)."""
+    """Reads an int32-vector table (pdf alignments) as `{utt: int32 [T]}`; `.gz` paths are gunzipped (in Python).
+
+    Raises:
+      ValueError: naming the file when an archive file ends inside an entry (truncated or corrupt): Kaldi's reader
+        stops there quietly, which would drop every utterance after it.
+    """
     with _sequential_source(rspecifier) as source:
-        return {key: np.asarray(value, np.int32) for key, value in kio.SequentialInt32VectorReader(source)}
+        entries = [(key, np.asarray(value, np.int32)) for key, value in kio.SequentialInt32VectorReader(source)]
+        _check_archive_complete(source, rspecifier, entries)
+    return dict(entries)
+
+
+def _check_archive_complete(source: str, name: str, entries: list) -> None:
+    """Raises ValueError when the int32-vector archive file `source` (read from `name`) holds more than `entries`."""
+    options, _, path = source.partition(":")
+    if "ark" not in options.split(",") or path == "-" or path.endswith("|") or not os.path.isfile(path):
+        return
+    size = os.path.getsize(path)
+    # Binary entry: "key " "\0B", then the length and each value as a 1-byte size + int32.
+    if size == sum(len(key.encode()) + 3 + 5 * (1 + value.size) for key, value in entries):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    binary = data[:200].split(b" ", 1)[-1].startswith(b"\0B")
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    if not binary and data.endswith(b"\n") and len(lines) == len(entries):
+        return  # a text archive: one complete line per entry
+    last = f" (the last complete one is {entries[-1][0]!r})" if entries else ""
+    raise ValueError(f"{name}: only {len(entries)} entries could be read{last} but the archive goes on: it is "
+                     f"truncated or corrupt")
 
 
 def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]) -> int:
