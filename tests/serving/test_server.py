@@ -350,6 +350,23 @@ def test_rest_connections_share_a_bounded_pool_of_workers(server):
         assert rest.num_workers() == 2
 
 
+def test_mixed_good_and_bad_clients_over_rest_and_grpc(server):
+    """The loopback soak (bench/serving_soak.py, `make soak`) in small: every good request is answered with the
+    unbatched scores and every malformed one with its own error, whatever it was batched or interleaved with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "serving_soak", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "serving_soak.py"))
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    signature = server.manager.get(NAME).signature("serving_default")
+    cases = soak.make_cases(240, helpers.DIM, NAME, lambda features, lengths: signature(
+        {"features": features, "lengths": lengths})["log_likelihoods"], bad_fraction=0.1, num_distinct=8)
+    result = soak.run_mixed(server.rest_port, server.grpc_port, cases, NAME, concurrency=16)
+    assert result["good_failures"] == [] and result["bad_mismatches"] == []
+    assert result["sent"] == 240 and result["bad"] >= 10
+
+
 def test_new_version_is_picked_up_without_restart(server):
     # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
