@@ -85,7 +85,8 @@ class Server:
             self._rest_thread = threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
         if grpc_port >= 0:
-            self.grpc, self.grpc_port = make_grpc_server(self.service, f"{host}:{grpc_port}", max_body_bytes)
+            address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"  # IPv6 in brackets
+            self.grpc, self.grpc_port = make_grpc_server(self.service, address, max_body_bytes)
         logging.info("serving %s: REST %s:%s, gRPC %s:%s", model_name, host, self.rest_port, host, self.grpc_port)
 
     def stop(self, grace_seconds=10.0):

@@ -404,6 +404,23 @@ def test_cli_serves_and_shuts_down_on_sigterm(tmp_path):
             process.kill()
 
 
+def test_serves_on_the_ipv6_loopback(tmp_path):
+    _, export_base, _ = helpers.exported()
+    shutil.copytree(os.path.join(export_base, NAME, "1"), tmp_path / NAME / "1")
+    srv = Server(str(tmp_path / NAME), NAME, host="::1", rest_port=0, grpc_port=0, poll_seconds=0)
+    try:
+        connection = http.client.HTTPConnection("::1", srv.rest_port, timeout=30)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+        with grpc.insecure_channel(f"[::1]:{srv.grpc_port}") as channel:
+            srv.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            features, lengths = helpers.batch([4])
+            assert grpc_predict(srv, {"features": features, "lengths": lengths})[0].model_spec.version.value == 1
+    finally:
+        srv.stop(2)
+
+
 def _closed_by_peer(sock):
     """True when the peer has closed `sock` (EOF or reset) within its timeout; False when it is still open."""
     try:
