@@ -22,6 +22,7 @@ flags.DEFINE_string("scores", None, "ark/scp of network outputs ([T, num_pdfs] p
 flags.DEFINE_string("prior_counts", None, "pdf counts: when set, --scores are log-posteriors.")
 flags.DEFINE_string("data", None, "Data dir to decode with --gmm_model likelihoods instead of --scores.")
 flags.DEFINE_string("gmm_model", None, "Text-format GMM final.mdl for --data.")
+flags.DEFINE_bool("allow_wav_pipes", False, "With --data: run wav.scp entries that are commands ('cmd |', /bin/sh).")
 flags.DEFINE_string("ref_text", None, "Reference Kaldi text for scoring.")
 flags.DEFINE_string("out_dir", None, "Output directory.")
 flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
@@ -44,7 +45,7 @@ def main(argv):
         if not FLAGS.gmm_model:
             raise app.UsageError("--data needs --gmm_model")
         _, gmm = read_gmm_model(FLAGS.gmm_model)
-        scores = {u: gmm.loglik(f) for u, f in compute_mfcc(FLAGS.data).items()}
+        scores = {u: gmm.loglik(f) for u, f in compute_mfcc(FLAGS.data, allow_pipes=FLAGS.allow_wav_pipes).items()}
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     write_matrices(f"ark:{os.path.join(FLAGS.out_dir, 'loglik.ark')}",
                    ((u, dec.log_likelihoods(scores[u])) for u in sorted(scores)))
