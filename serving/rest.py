@@ -155,7 +155,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if pending:
                 return True
             remaining = deadline - time.monotonic()
-            if state.closing or self.server.queued_connections() or remaining <= 0:
+            if state.closing or self.server.starved() or remaining <= 0:
                 return False
             readable, _, _ = select.select([self.connection, state.wake_fd], [], [], min(remaining, _IDLE_POLL_S))
             if self.connection in readable and not self._peek():
@@ -378,8 +378,9 @@ class RestServer(http.server.HTTPServer):
         with self.state.lock:
             return self.state.active
 
-    def queued_connections(self):
-        return len(self._waiting)
+    def starved(self):
+        """True when more connections wait than there are free workers to take them."""
+        return len(self._waiting) > self._idle_workers
 
     def num_workers(self):
         return len(self._workers)
@@ -393,6 +394,7 @@ class RestServer(http.server.HTTPServer):
                 if len(self._waiting) > self._idle_workers and len(self._workers) < self.max_workers:
                     worker = threading.Thread(target=self._work, name=f"rest-{len(self._workers)}", daemon=True)
                     self._workers.append(worker)
+                    self._idle_workers += 1  # free until it takes a connection, though not waiting yet
                     worker.start()
                 self._cond.notify()
         if not accepted:
@@ -411,7 +413,6 @@ class RestServer(http.server.HTTPServer):
     def _work(self):
         while True:
             with self._cond:
-                self._idle_workers += 1
                 while not self._waiting and not self._stopped:
                     self._cond.wait()
                 self._idle_workers -= 1
@@ -427,6 +428,7 @@ class RestServer(http.server.HTTPServer):
                 self.shutdown_request(request)
                 with self._cond:
                     self._serving.discard(request)
+                    self._idle_workers += 1
                     self._cond.notify_all()
 
     def begin_shutdown(self):
