@@ -148,6 +148,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """
         state = self.server.state
         deadline = time.monotonic() + self.timeout
+        poller = select.poll()  # not select.select: it fails on descriptors past 1023
+        poller.register(self.connection, select.POLLIN)
+        poller.register(state.wake_fd, select.POLLIN)
         while True:
             pending = self._peek()
             if pending is None:
@@ -157,8 +160,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             remaining = deadline - time.monotonic()
             if state.closing or self.server.starved() or remaining <= 0:
                 return False
-            readable, _, _ = select.select([self.connection, state.wake_fd], [], [], min(remaining, _IDLE_POLL_S))
-            if self.connection in readable and not self._peek():
+            events = poller.poll(1000 * min(remaining, _IDLE_POLL_S))
+            if any(fd == self.connection.fileno() for fd, _ in events) and not self._peek():
                 return False  # readable with nothing to read: the client closed the connection
 
     def _send(self, status, payload):
