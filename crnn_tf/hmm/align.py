@@ -497,10 +497,13 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainC
     from crnn_tf.hmm import graph as hmm_graph
     from crnn_tf.hmm import lang as hmm_lang
 
+    lm_texts = lm_texts or [os.path.join(data_dir, "text")]
+    if not any(read_text_table(path) for path in lm_texts):  # the LM toolkit would fail without saying why
+        raise ValueError(f"no transcripts in {', '.join(lm_texts)}: nothing to build the LM from or to align")
     lang_dir = os.path.join(exp_dir, "lang")
     hmm_lang.prepare_lang(dict_dir, lang_dir)
     arpa = os.path.join(exp_dir, "lm.arpa")
-    hmm_lang.train_lm(lm_texts or [os.path.join(data_dir, "text")], arpa, order=lm_order)
+    hmm_lang.train_lm(lm_texts, arpa, order=lm_order)
     hmm_lang.make_grammar(lang_dir, arpa)
     result = train_mono(data_dir, lang_dir, os.path.join(exp_dir, "mono"), config, allow_pipes=allow_pipes)
     graph_dir = os.path.join(exp_dir, "graph")

@@ -51,3 +51,8 @@ def test_align_cli_names_what_it_skips_and_fails_when_nothing_is_left(tiny_corpu
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and "crnn-align:" in proc.stderr and "none of its 13 utterances" in proc.stderr
     assert "Traceback" not in proc.stderr
+    (data / "text").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "tools.align", *args, f"--exp={tmp_path / 'empty'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and f"crnn-align: no transcripts in {data / 'text'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
