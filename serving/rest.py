@@ -126,7 +126,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         down, or a waiting connection needs the worker."""
         self.close_connection = False
         while not self.close_connection and self._next_request_arrives():
-            self.handle_one_request()
+            self.server.reading_started(self.connection)
+            try:
+                self.handle_one_request()
+            finally:
+                self.server.reading_done(self.connection)
 
     def _peek(self):
         """The next byte without consuming or blocking: b"" when none has arrived (or the client closed), None on
@@ -179,6 +183,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _dispatch(self, method):
+        if not self.server.reading_done(self.connection):  # cut off mid-headers: what was parsed is incomplete
+            self.close_connection = True
+            return
         state = self.server.state
         with state.lock:
             state.active += 1
@@ -340,7 +347,9 @@ class RestServer(http.server.HTTPServer):
     A connection is served by one worker from its first request to its end. When all `max_workers` are busy, new
     connections wait in a queue of `request_queue_size` (and idle keep-alive connections are closed to free their
     workers); past that they are answered 503 and closed. Threads and memory are thus bounded by `max_workers`,
-    `max_body_bytes` and `max_response_bytes`, not by the number of clients.
+    `max_body_bytes` and `max_response_bytes`, not by the number of clients. A client that has not sent its
+    request line and headers within `header_timeout` seconds of starting them is disconnected, so slow clients
+    cannot hold the workers.
 
     Args:
       address: (host, port); port 0 picks a free one (see `port`).
@@ -350,6 +359,7 @@ class RestServer(http.server.HTTPServer):
       max_workers: connections served at once. Default 32.
       max_response_bytes: largest response body (413 above, e.g. a waveform's scores for many senones). Default
         64 MiB.
+      header_timeout: seconds a client may take over a request's line and headers. Default 10.
 
     Example:
       >>> rest = RestServer(("127.0.0.1", 0), service)  # doctest: +SKIP
@@ -361,7 +371,7 @@ class RestServer(http.server.HTTPServer):
     # the most connections waiting for a worker
 
     def __init__(self, address, service, recognizer=None, max_body_bytes=64 << 20, max_workers=32,
-                 max_response_bytes=64 << 20):
+                 max_response_bytes=64 << 20, header_timeout=10.0):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.state = _State(service, recognizer, max_body_bytes, max_response_bytes)
@@ -372,6 +382,9 @@ class RestServer(http.server.HTTPServer):
         self._workers = []
         self._idle_workers = 0
         self._stopped = False
+        self.header_timeout = float(header_timeout)
+        self._reading = {}  # connection → deadline for its request line and headers
+        self._cut = set()  # connections disconnected for missing that deadline
 
     @property
     def port(self):
@@ -387,6 +400,31 @@ class RestServer(http.server.HTTPServer):
 
     def num_workers(self):
         return len(self._workers)
+
+    def reading_started(self, connection):
+        with self._cond:
+            self._reading[connection] = time.monotonic() + self.header_timeout
+
+    def reading_done(self, connection):
+        """Ends the header deadline of `connection`; False when it was disconnected for missing it."""
+        with self._cond:
+            self._reading.pop(connection, None)
+            return connection not in self._cut
+
+    def service_actions(self):
+        """Run by `serve_forever` between accepts: disconnects clients past their header deadline."""
+        now = time.monotonic()
+        with self._cond:
+            late = [connection for connection, deadline in self._reading.items() if deadline < now]
+            for connection in late:
+                del self._reading[connection]
+                self._cut.add(connection)
+        for connection in late:
+            log.warning("a client took over %.0f s to send its request headers: disconnected", self.header_timeout)
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its worker's read returns and the worker is free again
+            except OSError:
+                pass
 
     def process_request(self, request, client_address):
         """Queues an accepted connection for a worker (starting one while fewer than `max_workers` run)."""
@@ -431,6 +469,7 @@ class RestServer(http.server.HTTPServer):
                 self.shutdown_request(request)
                 with self._cond:
                     self._serving.discard(request)
+                    self._cut.discard(request)
                     self._idle_workers += 1
                     self._cond.notify_all()
 

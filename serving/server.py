@@ -36,6 +36,8 @@ def define_flags():
     flags.DEFINE_integer("max_body_bytes", 64 << 20, "Largest REST body / gRPC message.")
     flags.DEFINE_integer("max_response_bytes", 64 << 20, "Largest REST response body (413 above).")
     flags.DEFINE_integer("rest_workers", 32, "REST connections served at once (more wait in a bounded queue).")
+    flags.DEFINE_float("rest_header_timeout_seconds", 10.0, "A REST client slower than this over a request's line "
+                       "and headers is disconnected.")
     common_flags.define_decoder_flags("HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
     flags.DEFINE_float("shutdown_grace_seconds", 10.0, "How long SIGTERM waits for in-flight requests.")
     flags.register_validator("model_base_path", lambda value: value is not None, "--model_base_path is required")
@@ -58,11 +60,12 @@ class Server:
       recognizer: optional `serving.recognize.Recognizer` for the recognize routes. Default None.
       max_response_bytes: largest REST response body. Default 64 MiB.
       rest_workers: REST connections served at once. Default 32.
+      rest_header_timeout: seconds a REST client may take over a request's line and headers. Default 10.
     """
 
     def __init__(self, model_base_path, model_name, host="127.0.0.1", rest_port=8501, grpc_port=8500,
                  poll_seconds=1.0, num_versions=1, batching=None, max_body_bytes=64 << 20, recognizer=None,
-                 max_response_bytes=64 << 20, rest_workers=32):
+                 max_response_bytes=64 << 20, rest_workers=32, rest_header_timeout=10.0):
         from serving.batching import Batcher
         from serving.grpc_service import make_grpc_server
         from serving.model_manager import ModelManager
@@ -80,7 +83,7 @@ class Server:
         self.rest_port = self.grpc_port = None
         if rest_port >= 0:
             self.rest = RestServer((host, rest_port), self.service, recognizer, max_body_bytes, rest_workers,
-                                   max_response_bytes)
+                                   max_response_bytes, rest_header_timeout)
             self.rest_port = self.rest.port
             self._rest_thread = threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
@@ -128,7 +131,7 @@ def main(argv):
                         max_enqueued=FLAGS.max_enqueued_batches, num_threads=FLAGS.num_batch_threads)
     server = Server(FLAGS.model_base_path, FLAGS.model_name, FLAGS.host, FLAGS.rest_api_port, FLAGS.port,
                     FLAGS.file_system_poll_wait_seconds, FLAGS.num_versions, batching, FLAGS.max_body_bytes,
-                    recognizer, FLAGS.max_response_bytes, FLAGS.rest_workers)
+                    recognizer, FLAGS.max_response_bytes, FLAGS.rest_workers, FLAGS.rest_header_timeout_seconds)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -311,6 +311,16 @@ def extra_rest(server, **kwargs):
         rest.server_close()
 
 
+def test_a_client_that_stalls_inside_its_headers_is_disconnected(server):
+    import socket
+
+    with extra_rest(server, header_timeout=0.5, max_workers=1) as rest:
+        with socket.create_connection(("127.0.0.1", rest.port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n".encode())  # never finished
+            assert _closed_by_peer(sock), "a client stalled inside its headers kept its connection"
+        assert http_call(rest, "GET", "/healthz")[0] == 200  # the only worker is free again
+
+
 def test_a_response_over_the_limit_is_a_413_naming_it(server):
     features, lengths = helpers.batch([5])
     body = {"inputs": {"features": features.tolist(), "lengths": lengths.tolist()}}
