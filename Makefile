@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc1
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench install system-deps clean
+.PHONY: test demo bench soak install system-deps clean
 
 $(VENV)/.installed: requirements/constraints.txt requirements/base.in requirements/test.in setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ demo: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# Loopback soak of crnn-serve: 10,000 REST and gRPC requests at concurrency 32, 5 % malformed (bench/serving_soak.py).
+SOAK_ARGS ?=
+soak: install
+	$(PY) bench/serving_soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

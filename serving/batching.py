@@ -104,13 +104,14 @@ class Batcher:
         except concurrent.futures.TimeoutError:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
-    def close(self):
-        """Stops accepting work; pending requests are still run; waits for the workers."""
+    def close(self, timeout=30.0):
+        """Stops accepting work; pending requests are still run; waits up to `timeout` seconds for the workers."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(timeout=30)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _take_batch(self):
         """Blocks until a batch is due; returns its tasks (None when closed and drained)."""

@@ -4,8 +4,8 @@ Example:
   crnn-serve --model_base_path /srv/models/crnn --model_name crnn --rest_port 8501 --grpc_port 8500
 
 Loads the newest version under --model_base_path, polls for new ones, batches concurrent requests, binds 127.0.0.1
-unless --host says otherwise, and shuts down gracefully on SIGTERM/SIGINT (stops accepting, finishes in-flight
-requests). See docs/serving.md.
+unless --host says otherwise, and shuts down gracefully on SIGTERM/SIGINT within --shutdown_grace_seconds (stops
+accepting, closes idle keep-alive connections, finishes in-flight requests). See docs/serving.md.
 """
 import os
 import signal
@@ -34,6 +34,10 @@ def define_flags():
     flags.DEFINE_integer("max_enqueued_batches", 256, "Most queued requests before RESOURCE_EXHAUSTED.")
     flags.DEFINE_integer("num_batch_threads", 2, "Threads running batches.")
     flags.DEFINE_integer("max_body_bytes", 64 << 20, "Largest REST body / gRPC message.")
+    flags.DEFINE_integer("max_response_bytes", 64 << 20, "Largest REST response body (413 above).")
+    flags.DEFINE_integer("rest_workers", 32, "REST connections served at once (more wait in a bounded queue).")
+    flags.DEFINE_float("rest_header_timeout_seconds", 10.0, "A REST client slower than this over a request's line "
+                       "and headers is disconnected.")
     common_flags.define_decoder_flags("HCLG graph dir: enables POST /v1/recognize (see serving.recognize).")
     flags.DEFINE_float("shutdown_grace_seconds", 10.0, "How long SIGTERM waits for in-flight requests.")
     flags.register_validator("model_base_path", lambda value: value is not None, "--model_base_path is required")
@@ -54,10 +58,14 @@ class Server:
       batching: dict of `serving.batching.Batcher` arguments, or None for no batching. Default {} (defaults).
       max_body_bytes: largest REST body / gRPC message. Default 64 MiB.
       recognizer: optional `serving.recognize.Recognizer` for the recognize routes. Default None.
+      max_response_bytes: largest REST response body. Default 64 MiB.
+      rest_workers: REST connections served at once. Default 32.
+      rest_header_timeout: seconds a REST client may take over a request's line and headers. Default 10.
     """
 
     def __init__(self, model_base_path, model_name, host="127.0.0.1", rest_port=8501, grpc_port=8500,
-                 poll_seconds=1.0, num_versions=1, batching=None, max_body_bytes=64 << 20, recognizer=None):
+                 poll_seconds=1.0, num_versions=1, batching=None, max_body_bytes=64 << 20, recognizer=None,
+                 max_response_bytes=64 << 20, rest_workers=32, rest_header_timeout=10.0):
         from serving.batching import Batcher
         from serving.grpc_service import make_grpc_server
         from serving.model_manager import ModelManager
@@ -74,29 +82,38 @@ class Server:
         self.rest = self.grpc = None
         self.rest_port = self.grpc_port = None
         if rest_port >= 0:
-            self.rest = RestServer((host, rest_port), self.service, recognizer, max_body_bytes)
+            self.rest = RestServer((host, rest_port), self.service, recognizer, max_body_bytes, rest_workers,
+                                   max_response_bytes, rest_header_timeout)
             self.rest_port = self.rest.port
             self._rest_thread = threading.Thread(target=self.rest.serve_forever, name="rest", daemon=True)
             self._rest_thread.start()
         if grpc_port >= 0:
-            self.grpc, self.grpc_port = make_grpc_server(self.service, f"{host}:{grpc_port}", max_body_bytes)
+            address = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"  # IPv6 in brackets
+            self.grpc, self.grpc_port = make_grpc_server(self.service, address, max_body_bytes)
         logging.info("serving %s: REST %s:%s, gRPC %s:%s", model_name, host, self.rest_port, host, self.grpc_port)
 
     def stop(self, grace_seconds=10.0):
-        """Graceful shutdown: stop accepting, let in-flight requests finish (up to `grace_seconds`), stop."""
-        done = None
-        if self.grpc is not None:
-            done = self.grpc.stop(grace_seconds)
+        """Graceful shutdown, done within `grace_seconds`.
+
+        Both front ends stop taking requests at once: gRPC refuses new calls; REST closes its listening socket and
+        its idle keep-alive connections, and answers a request already waiting on a connection with 503 and
+        `Connection: close`. Requests in flight finish and are answered; whatever is still running at the deadline
+        is cut off.
+        """
+        deadline = time.monotonic() + grace_seconds
+
+        def remaining():
+            return max(0.0, deadline - time.monotonic())
+
+        done = self.grpc.stop(grace_seconds) if self.grpc is not None else None
         if self.rest is not None:
-            self.rest.shutdown()  # stops the accept loop; handler threads keep running
-            deadline = time.monotonic() + grace_seconds
-            while self.rest.active_requests() and time.monotonic() < deadline:
-                time.sleep(0.02)
+            self.rest.begin_shutdown()
+            self.rest.wait_closed(remaining())
             self.rest.server_close()
         if done is not None:
-            done.wait(grace_seconds)
+            done.wait(remaining())
         if self.batcher is not None:
-            self.batcher.close()
+            self.batcher.close(timeout=remaining())
         self.manager.stop()
 
 
@@ -114,7 +131,7 @@ def main(argv):
                         max_enqueued=FLAGS.max_enqueued_batches, num_threads=FLAGS.num_batch_threads)
     server = Server(FLAGS.model_base_path, FLAGS.model_name, FLAGS.host, FLAGS.rest_api_port, FLAGS.port,
                     FLAGS.file_system_poll_wait_seconds, FLAGS.num_versions, batching, FLAGS.max_body_bytes,
-                    recognizer)
+                    recognizer, FLAGS.max_response_bytes, FLAGS.rest_workers, FLAGS.rest_header_timeout_seconds)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -3,8 +3,12 @@
 Examples:
     crnn-align --data=data/digits/train --dict=data/digits/dict --exp=exp/digits
     crnn-align --kaldi_ali=exp/tri3_ali --kaldi_model=exp/tri3_ali/final.mdl --exp=exp/kaldi   # Kaldi's own
+
+Utterances that cannot be aligned (no transcript in `text`, unreadable audio) are left out, each named on stderr
+with its reason, and counted in a summary line; a run that keeps none fails (exit 1).
 """
 import json
+import sys
 
 from absl import app, flags
 
@@ -25,6 +29,7 @@ def define_flags():
     flags.DEFINE_string("kaldi_ali", None, "Instead of training: Kaldi transition-id alignments to map to pdf ids "
                         "(an ark, ali.N.gz, a glob, or the alignment dir, e.g. exp/tri3_ali).")
     flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
+    flags.DEFINE_bool("allow_wav_pipes", False, "Run wav.scp entries that are commands ('cmd |', through /bin/sh).")
 
 
 def main(argv):
@@ -44,9 +49,18 @@ def main(argv):
     dict_dir = FLAGS.dict or os.path.join(os.path.dirname(os.path.abspath(FLAGS.data)), "dict")
     cfg = GmmTrainConfig(init=FLAGS.init, num_iters=FLAGS.num_iters, max_gauss=FLAGS.max_gauss,
                       realign_iters=tuple(i for i in GmmTrainConfig().realign_iters if i < FLAGS.num_iters))
-    out = align_data_dir(FLAGS.data, dict_dir, FLAGS.exp, cfg, lm_order=FLAGS.lm_order)
+    try:
+        out = align_data_dir(FLAGS.data, dict_dir, FLAGS.exp, cfg, lm_order=FLAGS.lm_order,
+                             allow_pipes=FLAGS.allow_wav_pipes)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"crnn-align: {error}", file=sys.stderr)
+        sys.exit(1)
+    for item in out["skipped_utts"]:
+        print(f"skipped {item['utt']}: {item['reason']}", file=sys.stderr)
+    if out["skipped_utts"]:
+        print(f"crnn-align: {len(out['skipped_utts'])} utterance(s) skipped (listed above)", file=sys.stderr)
     print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "phone_agreement",
-                                          "seconds", "failed_utts")}))
+                                          "seconds", "failed_utts", "skipped_utts")}))
 
 
 def run():

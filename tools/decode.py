@@ -42,6 +42,8 @@ def define_flags():
     flags.DEFINE_string("out_dir", None, "Output directory.")
     flags.DEFINE_float("prior_scale", 1.0, "Weight of the log prior.")
     flags.DEFINE_integer("num_workers", 0, "Decoding processes (0: all cores).")
+    flags.DEFINE_bool("allow_wav_pipes", False, "With --data: run wav.scp entries that are commands ('cmd |', through "
+                      "/bin/sh).")
     flags.DEFINE_string("lm_weights", None, "LM weights to sweep, MIN:MAX or a comma list (acoustic scale 1/LMWT "
                         "each); default none: decode once at --acoustic_scale.")
 
@@ -91,7 +93,8 @@ def _decode():
         if not FLAGS.gmm_model:
             raise app.UsageError("--data needs --gmm_model")
         _, gmm = read_gmm_model(FLAGS.gmm_model)
-        features = compute_mfcc(FLAGS.data) if FLAGS.gmm_features == "audio" else kaldi_delta_features(FLAGS.data)
+        features = (compute_mfcc(FLAGS.data, allow_pipes=FLAGS.allow_wav_pipes) if FLAGS.gmm_features == "audio"
+                    else kaldi_delta_features(FLAGS.data))
         for utt, x in features.items():
             if x.shape[1] != gmm.dim:
                 raise ValueError(f"utterance {utt}: {FLAGS.gmm_features} features of {FLAGS.data} have {x.shape[1]} "

@@ -32,6 +32,7 @@ def define_flags():
     flags.DEFINE_string("global_cmvn_from", None, "With --cmvn=global: a prepared training dir whose global CMVN stats "
                         "normalise this data (use it for dev and test data).")
     flags.DEFINE_bool("progress", True, "Show progress bars.")
+    flags.DEFINE_bool("allow_wav_pipes", False, "Run wav.scp entries that are commands ('cmd |', through /bin/sh).")
     common_flags.define_feature_flags()
 
 
@@ -71,7 +72,8 @@ def main(argv):
             FLAGS.data_dir, FLAGS.output_dir, alignments=FLAGS.alignments, transition_model=FLAGS.transition_model,
             config=config, mode=FLAGS.mode, num_targets=FLAGS.num_targets,
             utterances_per_shard=FLAGS.utterances_per_shard, use_feats_scp=FLAGS.use_feats_scp,
-            max_length_mismatch=FLAGS.max_length_mismatch, global_cmvn_stats=global_stats, progress=FLAGS.progress)
+            max_length_mismatch=FLAGS.max_length_mismatch, global_cmvn_stats=global_stats, progress=FLAGS.progress,
+            allow_pipes=FLAGS.allow_wav_pipes)
     except (ValueError, FileNotFoundError) as error:
         print(f"crnn-prepare-data: {error}", file=sys.stderr)
         sys.exit(1)

@@ -15,15 +15,27 @@ from crnn_tf.data.audio import AudioDecodeError, decode_audio
 from crnn_tf.data.kaldi_io import read_text_table
 
 
-def read_wav_entry(entry: str, timeout: float = 600.0) -> bytes | str:
+PIPES_NOT_ALLOWED = ("is a command (ends with '|'); wav.scp commands run through /bin/sh, so they run only when "
+                     "asked for: allow_pipes=True (--allow_wav_pipes)")
+
+
+def read_wav_entry(entry: str, timeout: float = 600.0, allow_pipes: bool = False) -> bytes | str:
     """Resolves one wav.scp value: a path is returned as is; `cmd |` is run through the shell and its stdout returned.
 
+    Args:
+      entry: the wav.scp value.
+      timeout: seconds a command may run. Default 600.
+      allow_pipes: run `cmd |` entries. Default False: a data file must not run commands unless the user asked.
+
     Raises:
-      AudioDecodeError: the command exits non-zero (its stderr is quoted) or prints nothing.
+      AudioDecodeError: a command when `allow_pipes` is False, or one that exits non-zero (its stderr is quoted)
+        or prints nothing.
     """
     entry = entry.strip()
     if not entry.endswith("|"):
         return entry
+    if not allow_pipes:
+        raise AudioDecodeError(entry, PIPES_NOT_ALLOWED)
     command = entry[:-1].strip()
     try:
         result = subprocess.run(command, shell=True, capture_output=True, timeout=timeout, check=False)
@@ -49,6 +61,8 @@ class DataDir:
       text: `{utt: transcript}` ({} when absent).
       utt2spk: `{utt: speaker}`; each utterance is its own speaker when utt2spk is absent.
       feats_scp, cmvn_scp: paths when those files exist, else None.
+      allow_pipes: whether `cmd |` entries of wav.scp are run (through /bin/sh). Default False: reading such an
+        entry is an `AudioDecodeError` saying how to allow it.
     """
 
     path: str
@@ -58,10 +72,11 @@ class DataDir:
     utt2spk: dict
     feats_scp: str | None = None
     cmvn_scp: str | None = None
+    allow_pipes: bool = False
 
     @classmethod
-    def load(cls, path: str) -> "DataDir":
-        """Reads the tables of a Kaldi data dir.
+    def load(cls, path: str, allow_pipes: bool = False) -> "DataDir":
+        """Reads the tables of a Kaldi data dir; `allow_pipes` lets `cmd |` entries of wav.scp run (see the class).
 
         Raises:
           ValueError: when neither wav.scp nor feats.scp exists, or a table is malformed (file and line named).
@@ -87,7 +102,7 @@ class DataDir:
         cmvn = os.path.join(path, "cmvn.scp")
         data = cls(path=path, wav=wav or {}, segments=segments, text=table("text") or {}, utt2spk=utt2spk or {},
                    feats_scp=feats if os.path.exists(feats) else None,
-                   cmvn_scp=cmvn if os.path.exists(cmvn) else None)
+                   cmvn_scp=cmvn if os.path.exists(cmvn) else None, allow_pipes=allow_pipes)
         data.utt2spk = {utt: data.utt2spk.get(utt, utt) for utt in data.utterances}
         return data
 
@@ -127,7 +142,7 @@ class DataDir:
             raise AudioDecodeError(f"{utt}", f"recording {recording!r} is not in {self.path}/wav.scp")
         entry = self.wav[recording]
         try:
-            source = read_wav_entry(entry)
+            source = read_wav_entry(entry, allow_pipes=self.allow_pipes)
             waveform, rate = decode_audio(source, sample_rate, name=entry)
         except AudioDecodeError as error:
             raise AudioDecodeError(f"{utt} ({error.source})", error.reason) from error

@@ -68,9 +68,10 @@ def _sequential_source(path):
         yield f"ark:{plain.name}"
 
 
-def _read_sequential(reader_type, rspecifier, convert) -> Iterator[tuple[str, object]]:
+def _read_sequential(reader_type, rspecifier, convert, on_end=None) -> Iterator[tuple[str, object]]:
     """Yields `(key, convert(value))` of a table and fails loudly where Kaldi's reader only warns: an archive that is
-    truncated or corrupt part-way would otherwise just end early."""
+    truncated or corrupt part-way would otherwise just end early. `on_end(source)`, when given, checks the source
+    read (a plain rspecifier) once every entry has been yielded."""
     count, key = 0, None
     with _sequential_source(rspecifier) as source:
         reader = reader_type(source)
@@ -82,6 +83,8 @@ def _read_sequential(reader_type, rspecifier, convert) -> Iterator[tuple[str, ob
         if not reader._impl.close():  # the binding's own close() drops Kaldi's status; its core returns it
             after = f"after {count} entries (the last {key!r})" if count else "before its first entry"
             raise ValueError(f"{os.fspath(rspecifier)}: truncated or corrupt Kaldi table, reading stopped {after}")
+        if on_end is not None:
+            on_end(source)
 
 
 def read_matrices(rspecifier: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -155,7 +158,35 @@ def read_int32_vectors(rspecifier: str) -> dict[str, np.ndarray]:
     Raises:
       ValueError: naming the table and the last key read when the archive is truncated or corrupt.
     """
-    return dict(_read_sequential(kio.SequentialInt32VectorReader, rspecifier, lambda v: np.asarray(v, np.int32)))
+    entries: list[tuple[str, np.ndarray]] = []
+
+    def check_complete(source):  # Kaldi's int32-vector reader can end quietly at a cut inside an entry
+        _check_archive_complete(source, os.fspath(rspecifier), entries)
+
+    for entry in _read_sequential(kio.SequentialInt32VectorReader, rspecifier, lambda v: np.asarray(v, np.int32),
+                                  on_end=check_complete):
+        entries.append(entry)
+    return dict(entries)
+
+
+def _check_archive_complete(source: str, name: str, entries: list) -> None:
+    """Raises ValueError when the int32-vector archive file `source` (read from `name`) holds more than `entries`."""
+    options, _, path = source.partition(":")
+    if "ark" not in options.split(",") or path == "-" or path.endswith("|") or not os.path.isfile(path):
+        return
+    size = os.path.getsize(path)
+    # Binary entry: "key " "\0B", then the length and each value as a 1-byte size + int32.
+    if size == sum(len(key.encode()) + 3 + 5 * (1 + value.size) for key, value in entries):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    binary = data[:200].split(b" ", 1)[-1].startswith(b"\0B")
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    if not binary and data.endswith(b"\n") and len(lines) == len(entries):
+        return  # a text archive: one complete line per entry
+    last = f" (the last complete one is {entries[-1][0]!r})" if entries else ""
+    raise ValueError(f"{name}: only {len(entries)} entries could be read{last} but the archive goes on: it is "
+                     f"truncated or corrupt")
 
 
 def write_int32_vectors(wspecifier: str, items: Iterable[tuple[str, np.ndarray]]) -> int:

@@ -172,7 +172,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
                      transition_model: str | None = None, config: FeatureConfig | None = None,
                      mode: str = "features", num_targets: int | None = None, utterances_per_shard: int = 256,
                      use_feats_scp: bool = False, max_length_mismatch: int = 2,
-                     global_cmvn_stats: np.ndarray | None = None, progress: bool = True) -> tfrecords.Manifest:
+                     global_cmvn_stats: np.ndarray | None = None, progress: bool = True,
+                     allow_pipes: bool = False) -> tfrecords.Manifest:
     """Prepares a Kaldi data directory for training; see the module docstring for the passes.
 
     Args:
@@ -194,6 +195,8 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         pass the training data's (`Manifest.global_cmvn_stats`) when preparing dev or test data, so that they are
         normalised exactly as the model's training data and as its export will be. Default None (this dir's own).
       progress: show tqdm progress bars. Default True.
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False: such an utterance is skipped
+        with a reason saying how to allow it.
 
     Returns:
       The written `Manifest`.
@@ -206,7 +209,7 @@ def prepare_data_dir(data_dir: str, output_dir: str, *, alignments: str | None =
         raise ValueError(f"mode={mode!r}; expected 'features' or 'audio'")
     if mode == "audio" and use_feats_scp:
         raise ValueError("mode='audio' needs audio; it cannot be combined with use_feats_scp")
-    data = DataDir.load(data_dir)
+    data = DataDir.load(data_dir, allow_pipes=allow_pipes)
     if use_feats_scp and data.feats_scp is None:
         raise ValueError(f"{data_dir}: use_feats_scp=True but there is no feats.scp")
     utts = data.utterances

@@ -77,6 +77,56 @@ class TrainResult:
     oov_count: int
     seconds: float
     phone_agreement: float | None = None
+    skipped_utts: list[dict] = dataclasses.field(default_factory=list)  # {"utt", "reason"}: left out before EM
+
+
+def alignable_features(data_dir: str, allow_pipes: bool = False,
+                       features: str = "audio") -> tuple[dict, dict, list[dict]]:
+    """The utterances of a data dir that can be aligned, with their GMM features, and the reasons for the others.
+
+    An utterance needs a transcript in `text` and readable audio (or a row in feats.scp); every one left out gets a
+    reason (and a logged warning), so that no utterance disappears silently.
+
+    Args:
+      data_dir: Kaldi data dir (wav.scp [+ segments], text, utt2spk; feats.scp and cmvn.scp for "feats_scp").
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
+      features: "audio" (default: MFCC + deltas from wav.scp, `compute_mfcc`) or "feats_scp" (a Kaldi delta
+        system's own: feats.scp, cmvn.scp, add-deltas, `kaldi_delta_features`).
+
+    Returns:
+      (texts `{utt: transcript}`, feats `{utt: float32 [T, 39]}`, skipped `[{"utt", "reason"}]`), in utterance
+      order.
+
+    Raises:
+      ValueError: naming the data dir and the first reasons, when not one utterance is left.
+    """
+    from crnn_tf.data.datadir import DataDir
+
+    if features not in ("audio", "feats_scp"):
+        raise ValueError(f"features={features!r}: 'audio' or 'feats_scp'")
+    text_path = os.path.join(data_dir, "text")
+    texts = read_text_table(text_path)
+    if features == "audio":
+        audio_utts, source = set(DataDir.load(data_dir).utterances), f"{data_dir}/wav.scp or segments"
+    else:
+        audio_utts, source = set(read_text_table(os.path.join(data_dir, "feats.scp"))), f"{data_dir}/feats.scp"
+    reasons = {utt: f"no transcript in {text_path}" for utt in audio_utts if utt not in texts}
+    reasons.update({utt: f"in {text_path} but not in {source}" for utt in texts if utt not in audio_utts})
+    unreadable: dict[str, str] = {}
+    utts = sorted(u for u in texts if u in audio_utts)
+    if features == "audio":
+        feats = compute_mfcc(data_dir, utts, allow_pipes=allow_pipes, skipped=unreadable)
+    else:
+        feats = kaldi_delta_features(data_dir, utts)
+    reasons.update(unreadable)
+    skipped = [{"utt": utt, "reason": reasons[utt]} for utt in sorted(reasons)]
+    for item in skipped:
+        log.warning("utterance %s left out: %s", item["utt"], item["reason"])
+    if not feats:
+        first = "; ".join(f"{item['utt']}: {item['reason']}" for item in skipped[:3])
+        raise ValueError(f"{data_dir}: none of its {len(audio_utts | set(texts))} utterances can be aligned "
+                         f"(first reasons: {first or 'the data dir lists no utterances'})")
+    return {utt: texts[utt] for utt in feats}, feats, skipped
 
 
 def _ctm_pdf_alignment(segments, num_frames, phone_ids, tm, utt):
@@ -114,7 +164,7 @@ def _pdf_of(tm, phone, hmm_state):
 
 
 def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfig | None = None, *,
-               init_alignment: str | None = None) -> TrainResult:
+               init_alignment: str | None = None, allow_pipes: bool = False) -> TrainResult:
     """Trains a monophone GMM-HMM on a Kaldi data dir and writes alignments, model and prior counts.
 
     Args:
@@ -125,9 +175,14 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
       init_alignment: with init="timings", a pdf-id alignment ark (e.g. another model's `align_with_model` output)
         that initialises the utterances phone_times.ctm has no timings for — real recordings trained beside
         synthetic speech. Default None (every utterance needs timings).
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
 
     Returns:
-      TrainResult; phone_agreement is filled when the data dir has phone_times.ctm (over the utterances it times).
+      TrainResult; phone_agreement is filled when the data dir has phone_times.ctm (over the utterances it times);
+      skipped_utts lists the utterances left out (no transcript, unreadable audio) with their reasons.
+
+    Raises:
+      ValueError: when no utterance can be aligned (see `alignable_features`).
 
     Example:
       >>> res = train_mono("corpus/train", "exp/lang", "exp/mono")
@@ -144,8 +199,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
     tm = hmm_model.transition_model(topo, tree)
     t2p = hmm_model.tid2pdf(tm)
 
-    texts = read_text_table(os.path.join(data_dir, "text"))
-    feats = compute_mfcc(data_dir, sorted(texts))
+    texts, feats, skipped = alignable_features(data_dir, allow_pipes)
     graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
 
     ali: dict[str, np.ndarray] = {}
@@ -217,7 +271,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
         agreement = phone_agreement(ali, tm, lang, ctm_path)
     result = TrainResult(out_dir=out_dir, num_pdfs=tm.num_pdfs, num_frames=int(sum(len(a) for a in ali.values())),
                          failed_utts=failed, oov_count=oov_count, seconds=round(time.time() - start, 2),
-                         phone_agreement=agreement, **res)
+                         phone_agreement=agreement, skipped_utts=skipped, **res)
     with open(os.path.join(out_dir, "train.json"), "w") as f:
         json.dump({"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result),
                    "num_gauss": gmm.num_gauss}, f, indent=1)
@@ -260,7 +314,8 @@ def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
 
 
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
-                     config: GmmTrainConfig | None = None, features: str = "audio") -> dict:
+                     config: GmmTrainConfig | None = None, features: str = "audio",
+                     allow_pipes: bool = False) -> dict:
     """Forced alignment of a data dir with an already trained GMM-HMM (Kaldi's align_si.sh).
 
     Used for held-out data (e.g. dev labels for frame accuracy) that must not train the GMM.
@@ -274,9 +329,14 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
       config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig()).
       features: "audio" (default: MFCC + deltas from wav.scp, `compute_mfcc`) or "feats_scp" (a Kaldi delta
         system's own: feats.scp, cmvn.scp, add-deltas, `kaldi_delta_features`).
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
 
     Returns:
-      dict with ali, pdf_ali (paths), num_utterances, failed_utts, oov_count, seconds.
+      dict with ali, pdf_ali (paths), num_utterances, failed_utts, skipped_utts (`[{"utt", "reason"}]`: no
+      transcript, unreadable audio), oov_count, seconds.
+
+    Raises:
+      ValueError: when no utterance can be aligned (see `alignable_features`).
 
     Example:
       >>> out = align_with_model("corpus/dev", "exp/lang", "exp/mono/final.mdl", "exp/dev_ali")
@@ -296,10 +356,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
             topo.read(f.read())
         tree = hmm_model.monophone_tree(topo)
     t2p = hmm_model.tid2pdf(tm)
-    texts = read_text_table(os.path.join(data_dir, "text"))
-    if features not in ("audio", "feats_scp"):
-        raise ValueError(f"features={features!r}: 'audio' or 'feats_scp'")
-    feats = (compute_mfcc if features == "audio" else kaldi_delta_features)(data_dir, sorted(texts))
+    texts, feats, skipped = alignable_features(data_dir, allow_pipes, features)
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
@@ -310,8 +367,8 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
     write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
     write_int32_vectors(f"ark:{pdf_path}", sorted((u, t2p[a]) for u, a in ali.items()))
-    return dict(ali=ali_path, pdf_ali=pdf_path, num_utterances=len(ali), failed_utts=failed, oov_count=oov_count,
-                seconds=round(time.time() - start, 2))
+    return dict(ali=ali_path, pdf_ali=pdf_path, num_utterances=len(ali), failed_utts=failed, skipped_utts=skipped,
+                oov_count=oov_count, seconds=round(time.time() - start, 2))
 
 
 def _accumulate(gmm, feats, pdf_ali):
@@ -430,7 +487,7 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
 
 
 def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainConfig | None = None, *,
-                   lm_order: int = 2, lm_texts: list[str] | None = None) -> dict:
+                   lm_order: int = 2, lm_texts: list[str] | None = None, allow_pipes: bool = False) -> dict:
     """The whole HMM side for a data dir: lang (L, G), monophone GMM-HMM + alignment, and the decoding graph.
 
     Writes ``exp_dir/lang``, ``exp_dir/mono`` (final.mdl, tree, ali.ark, pdf_ali.ark, prior_counts) and
@@ -443,6 +500,7 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainC
       config: GmmTrainConfig (default GmmTrainConfig()).
       lm_order: n-gram order of G (default 2).
       lm_texts: Kaldi text files for the LM (default: data_dir/text).
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
 
     Returns:
       dict of paths (lang, model, ali, pdf_ali, prior_counts, graph) plus the TrainResult fields.
@@ -455,12 +513,15 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainC
     from crnn_tf.hmm import graph as hmm_graph
     from crnn_tf.hmm import lang as hmm_lang
 
+    lm_texts = lm_texts or [os.path.join(data_dir, "text")]
+    if not any(read_text_table(path) for path in lm_texts):  # the LM toolkit would fail without saying why
+        raise ValueError(f"no transcripts in {', '.join(lm_texts)}: nothing to build the LM from or to align")
     lang_dir = os.path.join(exp_dir, "lang")
     hmm_lang.prepare_lang(dict_dir, lang_dir)
     arpa = os.path.join(exp_dir, "lm.arpa")
-    hmm_lang.train_lm(lm_texts or [os.path.join(data_dir, "text")], arpa, order=lm_order)
+    hmm_lang.train_lm(lm_texts, arpa, order=lm_order)
     hmm_lang.make_grammar(lang_dir, arpa)
-    result = train_mono(data_dir, lang_dir, os.path.join(exp_dir, "mono"), config)
+    result = train_mono(data_dir, lang_dir, os.path.join(exp_dir, "mono"), config, allow_pipes=allow_pipes)
     graph_dir = os.path.join(exp_dir, "graph")
     hmm_graph.make_hclg(lang_dir, result.model, graph_dir)
     return dict(dataclasses.asdict(result), lang=lang_dir, graph=graph_dir)

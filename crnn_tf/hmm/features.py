@@ -35,13 +35,17 @@ def mfcc(samples: np.ndarray, sample_rate: int, num_ceps: int = 13) -> np.ndarra
     return np.array([comp.get_frame(i) for i in range(comp.num_frames_ready)], dtype=np.float32).reshape(-1, num_ceps)
 
 
-def compute_mfcc(data_dir: str, utts: list[str] | None = None) -> dict[str, np.ndarray]:
+def compute_mfcc(data_dir: str, utts: list[str] | None = None, *, allow_pipes: bool = False,
+                 skipped: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """MFCC + Δ + ΔΔ (39 dims) with per-speaker cepstral mean normalisation for every utterance of a data dir.
 
     Args:
       data_dir: Kaldi data dir with wav.scp (paths or `cmd |` pipes), optional segments, and utt2spk/spk2utt
         (without them each utterance is its own speaker).
       utts: restrict to these utterances (default all, sorted).
+      allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
+      skipped: when given, an utterance whose audio cannot be read is left out and its reason stored here
+        (`{utt: reason}`) instead of raising `AudioDecodeError`. Default None.
 
     Example:
       >>> feats = compute_mfcc("corpus/train"); next(iter(feats.values())).shape[1]
@@ -49,16 +53,24 @@ def compute_mfcc(data_dir: str, utts: list[str] | None = None) -> dict[str, np.n
     """
     from crnn_tf.data.datadir import DataDir  # imported here: audio decoding loads TensorFlow
 
-    data = DataDir.load(data_dir)
+    from crnn_tf.data.audio import AudioDecodeError
+
+    data = DataDir.load(data_dir, allow_pipes=allow_pipes)
     if not data.wav:
         raise ValueError(f"{data_dir}: GMM features need wav.scp")
     utts = data.utterances if utts is None else utts
     feats = {}
     for utt in utts:
-        samples, sr = data.read_audio(utt)
+        try:
+            samples, sr = data.read_audio(utt)
+        except AudioDecodeError as error:
+            if skipped is None:
+                raise
+            skipped[utt] = str(error)
+            continue
         feats[utt] = knf.compute_deltas(knf.DeltaOptions(), mfcc(samples, sr))
     by_spk: dict[str, list[str]] = {}
-    for utt in utts:
+    for utt in feats:
         by_spk.setdefault(data.utt2spk.get(utt, utt), []).append(utt)
     for spk_utts in by_spk.values():
         mean = np.concatenate([feats[u] for u in spk_utts]).mean(axis=0)

@@ -11,7 +11,7 @@ from tests.data.fixtures import make_data_dir
 
 def test_load_tables_pipe_and_speakers(tmp_path):
     data_dir, samples = make_data_dir(tmp_path, num_utts=3)
-    data = DataDir.load(data_dir)
+    data = DataDir.load(data_dir, allow_pipes=True)
     assert data.utterances == sorted(samples)
     assert data.spk2utt == {"spk0": ["spk0-utt0", "spk0-utt2"], "spk1": ["spk1-utt1"]}
     assert data.wav["spk1-utt1"].endswith("|")
@@ -33,8 +33,27 @@ def test_segments_cut_recordings(tmp_path):
 
 def test_failing_pipe_is_named_with_exit_status():
     with pytest.raises(AudioDecodeError, match=r"exit status 2.*no-such-file") as error:
-        read_wav_entry("sox no-such-file.wav -t wav - |")
+        read_wav_entry("sox no-such-file.wav -t wav - |", allow_pipes=True)
     assert "sox no-such-file.wav" in error.value.source
+
+
+def test_wav_scp_commands_run_only_when_allowed(tmp_path):
+    """A data file must not run commands through the shell unless the user asked for pipes."""
+    from crnn_tf.data.prepare import prepare_data_dir
+
+    data_dir, _ = make_data_dir(tmp_path, num_utts=3)
+    marker = tmp_path / "ran"
+    with open(os.path.join(data_dir, "wav.scp"), "a") as f:
+        f.write(f"spk0-utt9 touch {marker}; cat {tmp_path}/wav/spk0-utt0.wav |\n")
+    data = DataDir.load(data_dir)
+    with pytest.raises(AudioDecodeError, match=r"spk0-utt9 .*is a command .*allow_pipes=True \(--allow_wav_pipes\)"):
+        data.load_audio("spk0-utt9")
+    manifest = prepare_data_dir(data_dir, str(tmp_path / "out"), progress=False)
+    assert {item["utt_id"] for item in manifest.skipped} == {"spk1-utt1", "spk0-utt9"}  # both command entries
+    assert all("--allow_wav_pipes" in item["reason"] for item in manifest.skipped)
+    assert not marker.exists()
+    DataDir.load(data_dir, allow_pipes=True).load_audio("spk0-utt9")
+    assert marker.exists()
 
 
 def test_missing_tables_are_named(tmp_path):

@@ -88,6 +88,23 @@ def test_gz_names_never_reach_a_shell_and_truncation_is_an_error(tmp_path):
         kaldi_io.read_alignments(str(tmp_path / "cut.1.gz"))
 
 
+@pytest.mark.parametrize("text", [False, True], ids=["binary", "text"])
+def test_a_plain_archive_cut_inside_an_entry_is_an_error_naming_it(tmp_path, text):
+    alignment = {f"u{i}": np.arange(20 + i, dtype=np.int32) for i in range(6)}
+    kaldi_io.write_int32_vectors(f"ark{',t' if text else ''}:{tmp_path}/whole.ark", sorted(alignment.items()))
+    data = (tmp_path / "whole.ark").read_bytes()
+    assert sorted(kaldi_io.read_int32_vectors(str(tmp_path / "whole.ark"))) == sorted(alignment)
+    for cut in (len(data) // 2 + 3, len(data) - 1):
+        (tmp_path / "pdf_ali.ark").write_bytes(data[:cut])
+        # Kaldi's reader reports some cuts itself; the archive's size gives away the others.
+        with pytest.raises(ValueError, match=r"pdf_ali\.ark: .*(\d entries could be read|after \d entries)"):
+            kaldi_io.read_alignments(str(tmp_path / "pdf_ali.ark"))
+    with gzip.open(tmp_path / "ali.1.gz", "wb") as packed:  # a complete gzip of a cut archive
+        packed.write(data[: len(data) // 2 + 3])
+    with pytest.raises(ValueError, match=r"ali\.1\.gz: .*(\d entries could be read|after \d entries)"):
+        kaldi_io.read_alignments(str(tmp_path / "ali.1.gz"))
+
+
 def test_not_a_model_is_named(tmp_path):
     (tmp_path / "x.mdl").write_text("<Nnet> garbage")
     with pytest.raises(ValueError, match="x.mdl.*not a Kaldi transition model"):

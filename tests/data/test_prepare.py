@@ -51,7 +51,7 @@ def prepared(corpus):
     root, data_dir, _, _ = corpus
     out = os.path.join(root, "out")
     manifest = prepare_data_dir(data_dir, out, alignments=f"{root}/ali.ark", config=CONFIG,
-                                num_targets=NUM_TARGETS, utterances_per_shard=2, progress=False)
+                                num_targets=NUM_TARGETS, utterances_per_shard=2, progress=False, allow_pipes=True)
     return out, manifest
 
 
@@ -110,7 +110,7 @@ def test_rerun_keeps_finished_shards(corpus, prepared):
     before = {p: os.stat(p).st_mtime_ns for p in paths}
     os.remove(paths[1])
     again = prepare_data_dir(data_dir, out, alignments=f"{root}/ali.ark", config=CONFIG, num_targets=NUM_TARGETS,
-                             utterances_per_shard=2, progress=False)
+                             utterances_per_shard=2, progress=False, allow_pipes=True)
     after = {p: os.stat(p).st_mtime_ns for p in paths}
     assert [p for p in paths if before[p] != after[p]] == [paths[1]]
     assert again.shards == manifest.shards  # the rewritten shard is byte-identical
@@ -119,7 +119,8 @@ def test_rerun_keeps_finished_shards(corpus, prepared):
 def test_audio_mode_and_speaker_cmvn(corpus, tmp_path):
     root, data_dir, samples, labels = corpus
     config = CONFIG.replace(cmvn="speaker")
-    kwargs = dict(alignments=f"{root}/ali.ark", config=config, num_targets=NUM_TARGETS, progress=False)
+    kwargs = dict(alignments=f"{root}/ali.ark", config=config, num_targets=NUM_TARGETS, progress=False,
+                  allow_pipes=True)
     features = _records(prepare_data_dir(data_dir, str(tmp_path / "f"), **kwargs))
     audio = _records(prepare_data_dir(data_dir, str(tmp_path / "a"), mode="audio", **kwargs))
     assert sorted(audio) == sorted(u for u in samples if u != "mismatch")
@@ -164,11 +165,12 @@ def test_rerun_after_the_alignment_changed_in_place_takes_the_new_labels(corpus,
     ali = tmp_path / "ali.ark"
     kaldi_io.write_int32_vectors(f"ark:{ali}", sorted(labels.items()))
     out = str(tmp_path / "out")
-    prepare_data_dir(data_dir, out, alignments=str(ali), config=CONFIG, num_targets=NUM_TARGETS, progress=False)
+    prepare_data_dir(data_dir, out, alignments=str(ali), config=CONFIG, num_targets=NUM_TARGETS, progress=False,
+                     allow_pipes=True)
     shifted = {u: (np.asarray(l) + 1) % NUM_TARGETS for u, l in labels.items()}
     kaldi_io.write_int32_vectors(f"ark:{ali}", sorted(shifted.items()))  # same path, new content
     again = prepare_data_dir(data_dir, out, alignments=str(ali), config=CONFIG, num_targets=NUM_TARGETS,
-                             progress=False)
+                             progress=False, allow_pipes=True)
     records = _records(again)
     for utt, want in shifted.items():
         if utt in records:

@@ -136,3 +136,38 @@ def test_utterances_without_timings_start_from_a_given_alignment(tiny_alignment,
     aligned = read_int32_vectors(result.pdf_ali)
     assert set(untimed) <= set(aligned) and not result.failed_utts
     assert result.phone_agreement > 0.7  # measured over the timed utterances only
+
+
+def _damaged_copy(data_dir, out):
+    """A copy of `data_dir` where one utterance has no transcript, one a corrupt wav, one a command entry, and one
+    transcript has no recording; returns (out, the three utterances that must be skipped, the rest)."""
+    import shutil
+
+    shutil.copytree(data_dir, out)
+    texts, wavs = read_text_table(out / "text"), read_text_table(out / "wav.scp")
+    untranscribed, corrupt, piped, *rest = sorted(wavs)
+    (out / "text").write_text("".join(f"{u} {t}\n" for u, t in sorted(texts.items()) if u != untranscribed)
+                              + "ghost ONE\n")
+    bad_wav = out / "corrupt.wav"
+    bad_wav.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage")
+    wavs[corrupt], wavs[piped] = str(bad_wav), f"cat {wavs[piped]} |"
+    (out / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in sorted(wavs.items())))
+    return out, {untranscribed: "no transcript", corrupt: "corrupt.wav", piped: "allow_pipes=True",
+                 "ghost": "not in"}, rest
+
+
+def test_alignment_skips_what_it_cannot_use_naming_each_and_fails_when_nothing_is_left(tiny_alignment, tmp_path):
+    data, expected, rest = _damaged_copy(tiny_alignment.corpus / "dev", tmp_path / "dev")
+    out = A.align_with_model(str(data), tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "ali"))
+    reasons = {item["utt"]: item["reason"] for item in out["skipped_utts"]}
+    assert sorted(reasons) == sorted(expected)
+    for utt, words in expected.items():
+        assert words in reasons[utt], reasons[utt]
+    assert sorted(read_int32_vectors(out["pdf_ali"])) == rest
+    piped = next(u for u, words in expected.items() if words == "allow_pipes=True")
+    allowed = A.align_with_model(str(data), tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "ali2"),
+                                 allow_pipes=True)
+    assert piped in read_int32_vectors(allowed["pdf_ali"])
+    (data / "text").write_text("nobody ONE\n")
+    with pytest.raises(ValueError, match=r"none of its 13 utterances can be aligned \(first reasons: "):
+        A.align_with_model(str(data), tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "ali3"))

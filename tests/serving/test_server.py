@@ -1,5 +1,6 @@
 """The TF-Serving-compatible server, called with the official gRPC stubs and plain HTTP on 127.0.0.1."""
 import concurrent.futures
+import contextlib
 import http.client
 import json
 import os
@@ -7,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import grpc
@@ -293,6 +295,88 @@ def test_a_tiny_tensorproto_declaring_a_huge_shape_is_refused_before_it_is_expan
     assert "declares shape [1, 3000000, 33]" in error.value.details()
 
 
+@contextlib.contextmanager
+def extra_rest(server, **kwargs):
+    """Another REST front end over the fixture's service, with its own settings (`serving.rest.RestServer` args)."""
+    from serving.rest import RestServer
+
+    rest = RestServer(("127.0.0.1", 0), server.service, **kwargs)
+    rest.rest_port = rest.port  # what http_call reads
+    threading.Thread(target=rest.serve_forever, daemon=True).start()
+    try:
+        yield rest
+    finally:
+        rest.begin_shutdown()
+        rest.wait_closed(5)
+        rest.server_close()
+
+
+def test_a_client_that_stalls_inside_its_headers_is_disconnected(server):
+    import socket
+
+    with extra_rest(server, header_timeout=0.5, max_workers=1) as rest:
+        with socket.create_connection(("127.0.0.1", rest.port), timeout=10) as sock:
+            sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n".encode())  # never finished
+            assert _closed_by_peer(sock), "a client stalled inside its headers kept its connection"
+        assert http_call(rest, "GET", "/healthz")[0] == 200  # the only worker is free again
+
+
+def test_a_response_over_the_limit_is_a_413_naming_it(server):
+    features, lengths = helpers.batch([5])
+    body = {"inputs": {"features": features.tolist(), "lengths": lengths.tolist()}}
+    values = 2 * 5 * helpers.NUM_TARGETS  # log_likelihoods and log_posteriors
+    # Refused before the reply is built (fewer than 2 bytes a value), and after it is built (just too long).
+    for limit in (values, 2 * values + 10):
+        with extra_rest(server, max_response_bytes=limit) as rest:
+            status, reply = http_call(rest, "POST", f"/v1/models/{NAME}:predict", body)
+            assert status == 413 and f"exceed the limit of {limit} bytes" in reply["error"], reply
+            assert http_call(rest, "GET", "/healthz")[0] == 200
+
+
+def test_rest_connections_share_a_bounded_pool_of_workers(server):
+    """More keep-alive clients than workers are all served (idle connections give their worker up); the thread
+    count stays at the bound."""
+    def client(port):
+        connection, statuses = None, []
+        for _ in range(3):
+            for _attempt in range(20):  # a keep-alive client reconnects when the server closed an idle connection
+                connection = connection or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                try:
+                    connection.request("GET", f"/v1/models/{NAME}")
+                    response = connection.getresponse()
+                    response.read()
+                    statuses.append(response.status)
+                    break
+                except (http.client.RemoteDisconnected, ConnectionError):
+                    connection.close()
+                    connection = None
+        if connection:
+            connection.close()
+        return statuses
+
+    with extra_rest(server, max_workers=2) as rest, concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(client, [rest.port] * 12))
+        assert results == [[200] * 3] * 12
+        assert rest.num_workers() == 2
+
+
+def test_mixed_good_and_bad_clients_over_rest_and_grpc(server):
+    """The loopback soak (bench/serving_soak.py, `make soak`) in small: every good request is answered with the
+    unbatched scores and every malformed one with its own error, whatever it was batched or interleaved with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "serving_soak", os.path.join(os.path.dirname(__file__), "..", "..", "bench", "serving_soak.py"))
+    soak = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(soak)
+    signature = server.manager.get(NAME).signature("serving_default")
+    cases = soak.make_cases(240, helpers.DIM, NAME, lambda features, lengths: signature(
+        {"features": features, "lengths": lengths})["log_likelihoods"], bad_fraction=0.1, num_distinct=8)
+    result = soak.run_mixed(server.rest_port, server.grpc_port, cases, NAME, concurrency=16)
+    assert result["good_failures"] == [] and result["bad_mismatches"] == []
+    assert result["sent"] == 240 and result["bad"] >= 10
+
+
 def test_new_version_is_picked_up_without_restart(server):
     # Swaps the served model: tests that compare against server.model belong above this one.
     other = helpers.make_model(seed=99)
@@ -328,6 +412,104 @@ def test_cli_serves_and_shuts_down_on_sigterm(tmp_path):
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_serves_on_the_ipv6_loopback(tmp_path):
+    _, export_base, _ = helpers.exported()
+    shutil.copytree(os.path.join(export_base, NAME, "1"), tmp_path / NAME / "1")
+    srv = Server(str(tmp_path / NAME), NAME, host="::1", rest_port=0, grpc_port=0, poll_seconds=0)
+    try:
+        connection = http.client.HTTPConnection("::1", srv.rest_port, timeout=30)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
+        with grpc.insecure_channel(f"[::1]:{srv.grpc_port}") as channel:
+            srv.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            features, lengths = helpers.batch([4])
+            assert grpc_predict(srv, {"features": features, "lengths": lengths})[0].model_spec.version.value == 1
+    finally:
+        srv.stop(2)
+
+
+def _closed_by_peer(sock):
+    """True when the peer has closed `sock` (EOF or reset) within its timeout; False when it is still open."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_shutdown_closes_idle_keep_alive_connections_and_finishes_in_flight_requests(tmp_path):
+    """What SIGTERM runs: idle keep-alive connections are closed at once, new connections refused, the request in
+    flight answered (with Connection: close), all well within the grace period."""
+    import socket
+
+    _, export_base, _ = helpers.exported()
+    shutil.copytree(os.path.join(export_base, NAME, "1"), tmp_path / NAME / "1")
+    srv = Server(str(tmp_path / NAME), NAME, rest_port=0, grpc_port=-1, poll_seconds=0)
+    entered, release = threading.Event(), threading.Event()
+    predict = srv.service.predict
+
+    def slow_predict(*args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return predict(*args, **kwargs)
+
+    srv.service.predict = slow_predict
+    idle = http.client.HTTPConnection("127.0.0.1", srv.rest_port, timeout=30)
+    busy = http.client.HTTPConnection("127.0.0.1", srv.rest_port, timeout=30)
+    stopper = None
+    try:
+        idle.request("GET", f"/v1/models/{NAME}")
+        assert idle.getresponse().read() and idle.sock is not None  # kept alive, now idle
+        busy.request("POST", f"/v1/models/{NAME}:predict", json.dumps(GOOD).encode())
+        assert entered.wait(30)
+        grace = 20.0
+        stopper = threading.Thread(target=srv.stop, args=(grace,))
+        started = time.monotonic()
+        stopper.start()
+        idle.sock.settimeout(5)
+        assert _closed_by_peer(idle.sock), "an idle keep-alive connection stayed open after shutdown began"
+        with pytest.raises((ConnectionRefusedError, ConnectionResetError)):  # refused, or reset from the backlog
+            socket.create_connection(("127.0.0.1", srv.rest_port), timeout=5).close()
+        release.set()
+        response = busy.getresponse()
+        assert response.status == 200 and json.loads(response.read())["outputs"]
+        assert response.getheader("Connection") == "close"
+        stopper.join(grace)
+        assert not stopper.is_alive() and time.monotonic() - started < grace
+    finally:
+        release.set()
+        idle.close()
+        busy.close()
+        if stopper is None:
+            srv.stop(2)
+
+
+def test_a_request_arriving_on_a_keep_alive_connection_after_shutdown_began_is_refused(server):
+    from serving.rest import RestServer
+
+    rest = RestServer(("127.0.0.1", 0), server.service)
+    threading.Thread(target=rest.serve_forever, daemon=True).start()
+    connection = http.client.HTTPConnection("127.0.0.1", rest.port, timeout=30)
+    try:
+        connection.request("GET", f"/v1/models/{NAME}")
+        assert connection.getresponse().read()
+        rest.begin_shutdown()
+        try:
+            connection.request("GET", f"/v1/models/{NAME}")
+            response = connection.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            response = None  # closed while idle: not accepted either
+        if response is not None:
+            assert response.status == 503 and "shutting down" in json.loads(response.read())["error"]
+            assert response.getheader("Connection") == "close"
+        assert rest.wait_closed(10)
+    finally:
+        connection.close()
+        rest.server_close()
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "1"), ("0", "0")], ids=["unset_turns_on", "opt_out_kept"])

@@ -27,3 +27,32 @@ def test_align_cli(tiny_corpus, tmp_path):
                                  f"--exp={tmp_path / 'k'}"])
     a, b = read_int32_vectors(out["pdf_ali"]), read_int32_vectors(kaldi["pdf_ali"])
     assert all(np.array_equal(a[u], b[u]) for u in a)
+
+
+def test_align_cli_names_what_it_skips_and_fails_when_nothing_is_left(tiny_corpus, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_corpus / "dev", data)
+    texts = sorted((data / "text").read_text().splitlines())
+    (data / "text").write_text("".join(f"{line}\n" for line in texts[1:]))
+    dropped = texts[0].split()[0]
+    args = [f"--data={data}", f"--dict={tiny_corpus / 'dict'}", "--num_iters=2", "--max_gauss=60"]
+    proc = subprocess.run([sys.executable, "-m", "tools.align", *args, f"--exp={tmp_path / 'exp'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [item["utt"] for item in out["skipped_utts"]] == [dropped]
+    assert f"skipped {dropped}: no transcript in {data / 'text'}" in proc.stderr
+    assert "1 utterance(s) skipped" in proc.stderr
+    assert dropped not in read_int32_vectors(out["pdf_ali"]) and len(read_int32_vectors(out["pdf_ali"])) == 11
+    (data / "text").write_text("nobody ONE\n")  # the LM still has a sentence; no recording has a transcript
+    proc = subprocess.run([sys.executable, "-m", "tools.align", *args, f"--exp={tmp_path / 'none'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "crnn-align:" in proc.stderr and "none of its 13 utterances" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (data / "text").write_text("")
+    proc = subprocess.run([sys.executable, "-m", "tools.align", *args, f"--exp={tmp_path / 'empty'}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and f"crnn-align: no transcripts in {data / 'text'}" in proc.stderr
+    assert "Traceback" not in proc.stderr

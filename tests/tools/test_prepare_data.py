@@ -35,7 +35,7 @@ def test_cli_prepares_and_reports(tmp_path, capsys):
     try:
         flags.FLAGS(["crnn-prepare-data", f"--data_dir={data_dir}", f"--output_dir={out}",
                      f"--alignments={tmp_path}/ali.ark", f"--feature_config={tmp_path}/fe.json", "--cmvn=global",
-                     "--num_targets=5", "--noprogress"])
+                     "--num_targets=5", "--noprogress", "--allow_wav_pipes"])
         prepare_data.main([])
     finally:
         flags.FLAGS.unparse_flags()
