@@ -388,13 +388,18 @@ def _decoder_over(hmm: dict, data: dict, sets: dict, logliks: dict):
 
     references = {name: _references(path) for name, path in sets.items()}  # read once, not per setting tried
     vocabularies = data.get("vocabularies", {})
+    decoders = {}  # one per graph: the sweep changes only the acoustic scale, which each decode call takes
 
     def decode(names, scale, penalty):
         refs, hyps = {}, {}
         for name in names:
-            decoder = HybridDecoder(decoding_graph(hmm, penalty, vocabularies.get(name)), acoustic_scale=scale)
+            graph = decoding_graph(hmm, penalty, vocabularies.get(name))
+            if graph not in decoders:
+                decoders[graph] = HybridDecoder(graph)
+            decoder = decoders[graph]
             refs.update(references[name])
-            hyps.update({utt: decoder.decode(x, utt=utt).words for utt, x in logliks[name].items()})
+            hyps.update({utt: decoder.decode(x, utt=utt, acoustic_scale=scale).words
+                         for utt, x in logliks[name].items()})
         return refs, hyps
     return decode
 
