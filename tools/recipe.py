@@ -67,6 +67,8 @@ def define_flags():
         "LSTMP=Lstm384P128+2xReLU512",
         "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
     ], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
+    flags.DEFINE_list("combine", [], "NAME=NET+NET… system combinations (Kaldi's nnet combination at the frame level): "
+                      "the mean of the listed nets' log-likelihoods, decoded and tuned on dev like any net.")
     flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
     flags.DEFINE_enum("optimizer", "adam", ["sgd", "adam"], "sgd = the paper's momentum SGD; adam converges faster "
                       "at demo scale.")
@@ -371,9 +373,62 @@ def decode_stage(work: pathlib.Path, name: str, hmm: dict, data: dict) -> dict:
         server.stop()
     scoring_seconds = time.time() - start
 
+    _write_log_likelihoods(work / "decode" / name, logliks)
     results = _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
     results["scoring_real_time_factor"] = scoring_seconds / max(audio_seconds, 1e-9)
     return results
+
+
+def _write_log_likelihoods(decode_dir: pathlib.Path, logliks: dict) -> None:
+    """Each set's log-likelihoods as `decode_dir/loglikes/<set>.ark` (what Kaldi's nnet-compute writes)."""
+    from crnn_tf.data.kaldi_io import write_matrices
+
+    (decode_dir / "loglikes").mkdir(parents=True, exist_ok=True)
+    for set_name, by_utt in logliks.items():
+        write_matrices(f"ark:{decode_dir / 'loglikes' / set_name}.ark", sorted(by_utt.items()))
+
+
+def combine_log_likelihoods(members: dict) -> dict:
+    """`{set: {utt: mean of the members' [frames, senones] log-likelihoods}}` from `{net: {set: {utt: matrix}}}`.
+
+    The members must have scored the same utterances with the same frames and senones (the same alignments' nets).
+    """
+    import numpy as np
+
+    names = sorted(members)
+    first = members[names[0]]
+    combined = {}
+    for set_name, by_utt in first.items():
+        combined[set_name] = {}
+        for utt, matrix in by_utt.items():
+            stack = []
+            for name in names:
+                other = members[name].get(set_name, {}).get(utt)
+                if other is None:
+                    raise ValueError(f"combination: {name} has no log-likelihoods for {set_name}/{utt}")
+                if other.shape != matrix.shape:
+                    raise ValueError(f"combination: {set_name}/{utt} is {matrix.shape} frames × senones in "
+                                     f"{names[0]} but {other.shape} in {name}")
+                stack.append(other)
+            combined[set_name][utt] = np.mean(stack, axis=0)
+    return combined
+
+
+def combine_stage(work: pathlib.Path, name: str, members: list[str], hmm: dict, data: dict) -> dict:
+    """Decodes the frame-level mean of the members' saved log-likelihoods, tuned on dev like a single net."""
+    from crnn_tf.data.kaldi_io import read_matrices
+
+    sets = decoding_sets(data)
+    scored = {}
+    for member in members:
+        folder = work / "decode" / member / "loglikes"
+        missing = [s for s in sets if not (folder / f"{s}.ark").exists()]
+        if missing:
+            raise app.UsageError(f"--combine {name}: {member} has no saved log-likelihoods for {missing} in {folder}; "
+                                 f"decode it with this recipe version first")
+        scored[member] = {s: dict(read_matrices(f"ark:{folder / s}.ark")) for s in sets}
+    logliks = combine_log_likelihoods(scored)
+    return _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
 
 
 def decoding_sets(data: dict) -> dict:
@@ -422,12 +477,27 @@ def _count_params(work: pathlib.Path, name: str) -> int:
     return model.count_params()
 
 
+def _combinations(items: list[str], nets: dict) -> dict:
+    """`{name: [member nets]}` from `--combine` items `NAME=NET+NET…`."""
+    combinations = {}
+    for item in items:
+        name, _, members = item.partition("=")
+        members = [m for m in members.split("+") if m]
+        if not name or len(members) < 2:
+            raise app.UsageError(f"--combine item {item!r}: expected NAME=NET+NET… with at least two nets")
+        if name in nets or name == "GMM":
+            raise app.UsageError(f"--combine name {name!r} is already a net's name")
+        combinations[name] = members
+    return combinations
+
+
 def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(STAGES) - 1) -> str | None:
     """Runs the selected stages over `work` (flags give the settings); returns the report table once written."""
     from tools.report import read_metrics, write_report
 
     recipe = Recipe(work, first_stage, last_stage)
     nets = dict(item.split("=", 1) for item in FLAGS.nets)
+    combinations = _combinations(FLAGS.combine, nets)
     start = time.time()
     data = recipe.run_stage("data", data_stage, work)
     if not recipe.wanted("hmm"):
@@ -452,6 +522,11 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                          "scoring_rtf": decoded["scoring_real_time_factor"]})
     if not recipe.wanted("decode"):
         return None
+    for name, members in combinations.items():
+        decoded = recipe.run_stage(f"decode_{name}", combine_stage, work, name, members, hmm, data)
+        rows.append({"net": name, "spec": "mean log-likelihood of " + " + ".join(members),
+                     "params": sum(_count_params(work, member) for member in members), "dev_frame_accuracy": None,
+                     "results": {k: decoded[k] for k in sets}})
     gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, work, hmm, data)
     rows.append({"net": "GMM-HMM", "spec": f"monophone, {FLAGS.max_gauss} Gaussians, MFCC+Δ+ΔΔ", "params": None,
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})

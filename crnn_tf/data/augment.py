@@ -23,6 +23,12 @@ last sounds (a /t/ burst or an /f/ gone). Each utterance loses a random number o
 `edge_trim_frames` frames past its speech onset (and before its offset), found from the frame energies; the labels
 are cut with the frames.
 
+Silence trimming (audio mode): corpora such as FSDD were cut by a silence trimmer whose threshold removed weak
+consonants too (an /s/ 15-25 dB below the vowel). With probability `silence_trim_prob` an utterance keeps only the
+frames from the first to the last one within a floor drawn per utterance from [`silence_trim_min_db`,
+`silence_trim_max_db`] dB below its loudest frame; the labels are cut with the frames. Edge trimming, when on, then
+cuts the result.
+
 Feature perturbation (either mode, after the front end): SpecAugment time and frequency masks (masked values set to 0,
 the normalised mean; a frequency mask covers the same bands in every Δ stream).
 
@@ -69,6 +75,9 @@ class AugmentConfig:
       edge_trim_frames: trim each end of an utterance at a random frame between the utterance's edge and this many
         frames inside its speech (onset and offset: the first and last frame within 30 dB of its loudest). Default 0
         (off).
+      silence_trim_prob: probability that an utterance is cut to its frames within a random floor of its loudest
+        frame (a silence trimmer with a random threshold). Default 0 (off).
+      silence_trim_min_db, silence_trim_max_db: range of that floor, in dB below the loudest frame. Defaults 10, 30.
     """
 
     speed_factors: tuple[float, ...] = ()
@@ -87,6 +96,9 @@ class AugmentConfig:
     freq_masks: int = 0
     freq_mask_bands: int = 4
     edge_trim_frames: int = 0
+    silence_trim_prob: float = 0.0
+    silence_trim_min_db: float = 10.0
+    silence_trim_max_db: float = 30.0
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
@@ -96,13 +108,16 @@ class AugmentConfig:
             raise ValueError(f"speed factors must lie in [0.5, 2], got {self.speed_factors}")
         if any(not 0.7 <= f <= 1.4 for f in self.vtlp_factors):
             raise ValueError(f"VTLP factors must lie in [0.7, 1.4], got {self.vtlp_factors}")
-        for name in ("reverb_prob", "telephone_prob", "noise_prob"):
+        for name in ("reverb_prob", "telephone_prob", "noise_prob", "silence_trim_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.gain_db < 0:
             raise ValueError(f"gain_db must be ≥ 0, got {self.gain_db}")
         if not 0 < self.rt60_min <= self.rt60_max:
             raise ValueError(f"need 0 < rt60_min ≤ rt60_max, got {self.rt60_min}, {self.rt60_max}")
+        if not 0 < self.silence_trim_min_db <= self.silence_trim_max_db:
+            raise ValueError(f"need 0 < silence_trim_min_db ≤ silence_trim_max_db, got {self.silence_trim_min_db}, "
+                             f"{self.silence_trim_max_db}")
         if self.snr_min_db > self.snr_max_db:
             raise ValueError(f"need snr_min_db ≤ snr_max_db, got {self.snr_min_db}, {self.snr_max_db}")
         unknown = sorted(set(self.noise_colours) - set(NOISE_COLOURS))
@@ -127,7 +142,12 @@ class AugmentConfig:
     def needs_audio(self) -> bool:
         """True when the perturbation acts before or inside the front end (or needs its raw energies), so the data
         must be audio."""
-        return self.changes_waveform or self.warps_frequency or self.edge_trim_frames > 0
+        return self.changes_waveform or self.warps_frequency or self.trims_edges
+
+    @property
+    def trims_edges(self) -> bool:
+        """True when edge or silence trimming cuts utterances (found from the frame energies)."""
+        return self.edge_trim_frames > 0 or self.silence_trim_prob > 0
 
     @property
     def masks_features(self) -> bool:
@@ -304,6 +324,14 @@ def vtlp_mel_weights(config: AugmentConfig, feature_config, seed):
     return banks[index], tf.constant(config.vtlp_factors, tf.float32)[index]
 
 
+def _speech_bounds(log_energy, floor_db):
+    """`(onset, offset)`: the first and last frames whose log energy is within `floor_db` dB of the loudest."""
+    frames = tf.shape(log_energy)[0]
+    speech = log_energy >= tf.reduce_max(log_energy) - tf.cast(floor_db, tf.float32) * (math.log(10.0) / 10.0)
+    index = tf.range(frames)
+    return tf.reduce_min(tf.where(speech, index, frames)), tf.reduce_max(tf.where(speech, index, -1))
+
+
 def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = 30.0):
     """`(start, end)` frames an utterance keeps when its edges are trimmed at random into its speech.
 
@@ -325,10 +353,7 @@ def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = 30
     """
     log_energy = tf.convert_to_tensor(log_energy, tf.float32)
     frames = tf.shape(log_energy)[0]
-    speech = log_energy >= tf.reduce_max(log_energy) - floor_db * math.log(10.0) / 10.0
-    index = tf.range(frames)
-    onset = tf.reduce_min(tf.where(speech, index, frames))
-    offset = tf.reduce_max(tf.where(speech, index, -1))
+    onset, offset = _speech_bounds(log_energy, floor_db)
     middle = (onset + offset) // 2  # never cut past the middle of the speech
     latest_start = tf.minimum(onset + max_into_speech, middle)
     earliest_end = tf.maximum(offset + 1 - max_into_speech, middle + 1)
@@ -336,6 +361,32 @@ def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = 30
     start = tf.random.stateless_uniform([], seeds[0], 0, latest_start + 1, dtype=tf.int32)
     end = tf.random.stateless_uniform([], seeds[1], earliest_end, frames + 1, dtype=tf.int32)
     return start, end
+
+
+def silence_trim_range(log_energy, config: AugmentConfig, seed):
+    """`(start, end)` frames an utterance keeps after a silence trimmer with a random threshold.
+
+    With probability `config.silence_trim_prob` the floor is drawn uniformly from [`silence_trim_min_db`,
+    `silence_trim_max_db`] dB below the loudest frame and the utterance keeps its first to last frame above it;
+    otherwise it keeps every frame.
+
+    Args:
+      log_energy: float `[frames]` natural-log frame energies (fbank's energy column before normalisation).
+      config: the `AugmentConfig`.
+      seed: int64 `[2]` stateless seed.
+
+    Example:
+    >>> energy = tf.constant([0., 1., 5., 10., 5., 1., 0.])  # 10 nats = 43 dB above the edges
+    >>> cfg = AugmentConfig(silence_trim_prob=1.0, silence_trim_min_db=25.0, silence_trim_max_db=25.0)
+    >>> [int(x) for x in silence_trim_range(energy, cfg, tf.constant([1, 2], tf.int64))]
+    [2, 5]
+    """
+    log_energy = tf.convert_to_tensor(log_energy, tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    floor_db = tf.random.stateless_uniform([], seeds[0], config.silence_trim_min_db, config.silence_trim_max_db)
+    onset, offset = _speech_bounds(log_energy, floor_db)
+    trimmed = tf.random.stateless_uniform([], seeds[1]) < config.silence_trim_prob
+    return tf.where(trimmed, onset, 0), tf.where(trimmed, offset + 1, tf.shape(log_energy)[0])
 
 
 def perturbed_speaker_stats(speaker, clean, perturbed, var_floor: float = 1e-10):
@@ -392,6 +443,6 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
 
 
 __all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
-           "edge_trim_range",
+           "edge_trim_range", "silence_trim_range",
            "perturbed_speaker_stats", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]

@@ -39,7 +39,7 @@ Example:
 import tensorflow as tf
 
 from crnn_tf.data.augment import (AugmentConfig, perturb_waveform, perturbed_speaker_stats, spec_augment,
-                                  edge_trim_range, stretch_labels, utterance_seed, vtlp_mel_weights)
+                                  edge_trim_range, silence_trim_range, stretch_labels, utterance_seed, vtlp_mel_weights)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
 from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
@@ -82,7 +82,7 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
     augment = augment or AugmentConfig()
     if augment.needs_audio and manifest.mode != "audio":
         raise ValueError(f"{manifest.directory}: waveform and front-end augmentation (speed, gain, reverb, "
-                         f"telephone, noise, VTLP, edge trimming) needs data prepared with mode='audio' "
+                         f"telephone, noise, VTLP, edge and silence trimming) needs data prepared with mode='audio' "
                          f"(crnn-prepare-data --mode=audio); this is {manifest.mode!r} data")
     paths = manifest.shard_paths
     if not paths:
@@ -137,11 +137,22 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
                                                  config.frame_length / 2 if config.snip_edges else 0.0),
                     lambda: ex["labels"])
             ex["features"] = feats[0, : ex["num_frames"]]
-            if augment.edge_trim_frames > 0:
+            if augment.trims_edges:
                 if not config.use_energy:
-                    raise ValueError("edge trimming finds speech from the frame energies: it needs use_energy=True")
-                start, end = edge_trim_range(static[0, : ex["num_frames"], 0], augment.edge_trim_frames,
-                                             tf.random.experimental.stateless_fold_in(utt_seed, 3))
+                    raise ValueError("edge and silence trimming find speech from the frame energies: they need "
+                                     "use_energy=True")
+                energy = static[0, : ex["num_frames"], 0]
+                cuts = []
+                if augment.silence_trim_prob > 0:
+                    cuts.append(silence_trim_range(energy, augment, tf.random.experimental.stateless_fold_in(
+                        utt_seed, 4)))
+                    energy = energy[cuts[-1][0]:cuts[-1][1]]
+                if augment.edge_trim_frames > 0:
+                    cuts.append(edge_trim_range(energy, augment.edge_trim_frames,
+                                                tf.random.experimental.stateless_fold_in(utt_seed, 3)))
+                start, end = 0, ex["num_frames"]
+                for cut_start, cut_end in cuts:  # each cut is relative to the frames the previous one kept
+                    start, end = start + cut_start, start + cut_end
                 ex["features"], ex["labels"] = ex["features"][start:end], ex["labels"][start:end]
                 ex["num_frames"] = tf.cast(end - start, ex["num_frames"].dtype)
         ex.pop("cmvn_stats", None)

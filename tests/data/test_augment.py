@@ -233,6 +233,54 @@ def test_edge_trim_in_the_pipeline_keeps_features_and_labels_together(audio_mani
     assert shorter >= len(trimmed) // 2
 
 
+def test_silence_trim_cuts_where_a_random_threshold_crosses_the_energy():
+    # A word whose energy rises 4 dB a frame from 60 dB below its peak (frame 15) and falls again: a floor of F dB
+    # keeps the frames within F of the peak, so the cut moves with the drawn floor.
+    db = -np.abs(np.arange(31) - 15.0) * 4.0
+    energy = (db * np.log(10.0) / 10.0).astype(np.float32)
+    config = aug.AugmentConfig(silence_trim_prob=1.0, silence_trim_min_db=10.0, silence_trim_max_db=30.0)
+    cuts = [tuple(int(x) for x in aug.silence_trim_range(energy, config, tf.constant([5, i], tf.int64)))
+            for i in range(300)]
+    for start, end in cuts:
+        assert 15 - start == end - 1 - 15  # symmetric contour, symmetric cut
+        assert 2 <= 15 - start <= 7  # floors 10-30 dB: 2-7 frames of 4 dB each side
+    assert {15 - start for start, _ in cuts} == {2, 3, 4, 5, 6, 7}  # every reachable floor step is drawn
+    fixed = aug.AugmentConfig(silence_trim_prob=1.0, silence_trim_min_db=20.0, silence_trim_max_db=20.0)
+    assert [int(x) for x in aug.silence_trim_range(energy, fixed, tf.constant([5, 0], tf.int64))] == [10, 21]
+    half = aug.AugmentConfig(silence_trim_prob=0.5)
+    kept_whole = sum(tuple(int(x) for x in aug.silence_trim_range(energy, half, tf.constant([6, i], tf.int64)))
+                     == (0, 31) for i in range(400))
+    assert 160 <= kept_whole <= 240  # about half the utterances untouched
+    with pytest.raises(ValueError, match="silence_trim_min_db"):
+        aug.AugmentConfig(silence_trim_min_db=30.0, silence_trim_max_db=10.0)
+
+
+def test_silence_trim_in_the_pipeline_keeps_features_and_labels_together(tmp_path):
+    # Utterances that swell from 40 dB below their peak to it and fade again (linear in dB): a 20 dB floor keeps
+    # the middle half of each.
+    from crnn_tf.data.kaldi_io import write_int32_vectors
+    from tests.data.fixtures import write_wav
+
+    data_dir, samples = make_data_dir(tmp_path, num_utts=3, pipe=False)
+    config = FeatureConfig()
+    for utt, x in samples.items():
+        envelope_db = -40.0 * np.abs(np.linspace(-1.0, 1.0, x.size))
+        samples[utt] = np.round(x * 10 ** (envelope_db / 20)).astype(np.int16)
+        write_wav(tmp_path / "wav" / f"{utt}.wav", samples[utt])
+    write_int32_vectors(f"ark:{tmp_path / 'ali.ark'}", [(u, np.arange(config.num_frames(s.size), dtype=np.int32))
+                                                        for u, s in sorted(samples.items())])
+    manifest = prepare_data_dir(data_dir, str(tmp_path / "prepared"), alignments=str(tmp_path / "ali.ark"),
+                                mode="audio", config=config, num_targets=100, progress=False)
+    trim = aug.AugmentConfig(silence_trim_prob=1.0, silence_trim_min_db=20.0, silence_trim_max_db=20.0)
+    trimmed, clean = (_epoch(manifest, c, 5) for c in (trim, None))
+    for utt, (features, labels) in trimmed.items():
+        frames, first = clean[utt][1].size, int(labels[0])
+        assert features.shape[0] == labels.size
+        assert np.array_equal(labels, np.arange(first, first + labels.size))  # a contiguous cut
+        np.testing.assert_allclose(features[:, 31:], clean[utt][0][first:first + labels.size, 31:], atol=1e-4)
+        assert abs(first - frames / 4) <= 3 and abs(labels.size - frames / 2) <= 5
+
+
 def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
     features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"),
                                          progress=False)
@@ -240,8 +288,10 @@ def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(gain_db=3.0))
     with pytest.raises(ValueError, match="VTLP"):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(vtlp_factors=(0.9, 1.1)))
-    with pytest.raises(ValueError, match="edge trimming"):
+    with pytest.raises(ValueError, match="edge and silence trimming"):
         utterance_dataset(features_manifest, augment=aug.AugmentConfig(edge_trim_frames=3))
+    with pytest.raises(ValueError, match="edge and silence trimming"):
+        utterance_dataset(features_manifest, augment=aug.AugmentConfig(silence_trim_prob=0.5))
     masked = utterance_dataset(features_manifest, augment=aug.AugmentConfig(freq_masks=1))  # masks work on features
     assert next(iter(masked))["features"].shape[1] == 93
 

@@ -12,7 +12,8 @@ NETS = "FFNN=ReLU64,LSTMP=Lstm32P16+ReLU64,CLSTM=CLstm8P8+Pool3+Lstm32P16+ReLU64
 def _recipe(work, report):
     return subprocess.run(
         [sys.executable, "-m", "tools.recipe", f"--work_dir={work}", f"--report_dir={report}",
-         "--num_utterances=90", "--epochs=1", "--gmm_iters=4", "--max_gauss=150", f"--nets={NETS}"],
+         "--num_utterances=90", "--epochs=1", "--gmm_iters=4", "--max_gauss=150", f"--nets={NETS}",
+         "--combine=ENS=FFNN+CLSTM"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -24,12 +25,12 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-4000:]
     stages = [line.split()[-1] for line in first.stdout.splitlines() if line.startswith("== stage")]
     assert stages[:4] == ["data", "hmm", "features", "train_FFNN"]
-    assert {f"decode_{net}" for net in ("FFNN", "LSTMP", "CLSTM", "GMM")} <= set(stages)
+    assert {f"decode_{net}" for net in ("FFNN", "LSTMP", "CLSTM", "ENS", "GMM")} <= set(stages)
 
     results = json.loads((report / "results.json").read_text())
     assert results["sets"] == ["dev_synthetic", "synthetic"]
     rows = results["rows"]
-    assert [row["net"] for row in rows] == ["FFNN", "LSTMP", "CLSTM", "GMM-HMM"]
+    assert [row["net"] for row in rows] == ["FFNN", "LSTMP", "CLSTM", "ENS", "GMM-HMM"]
     for row in rows[:3]:
         assert row["params"] > 0 and 0.0 < row["dev_frame_accuracy"] <= 1.0
     for row in rows:
@@ -47,6 +48,9 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
         assert (report / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hyps = (work / "decode" / "FFNN" / "synthetic" / "hyp.txt").read_text().splitlines()
     assert len(hyps) == rows[0]["results"]["synthetic"]["utterances"]
+    # The combination decodes the members' saved log-likelihoods: their mean, on every utterance.
+    assert rows[3]["params"] == rows[0]["params"] + rows[2]["params"]
+    _check_combination(work, ["FFNN", "CLSTM"])
     # The served exports are TF Serving layout: <base>/<name>/<version>/saved_model.pb.
     assert (work / "export" / "CLSTM" / "1" / "saved_model.pb").exists()
 
@@ -55,6 +59,18 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     assert "== stage" not in again.stdout  # every stage was already done
     assert "| CLSTM |" in again.stdout
     _recognize_with_the_client(work, tmp_path)
+
+
+def _check_combination(work, members):
+    import numpy as np
+
+    from crnn_tf.data.kaldi_io import read_matrices
+
+    scored = [dict(read_matrices(f"ark:{work / 'decode' / m / 'loglikes' / 'synthetic.ark'}")) for m in members]
+    assert scored[0].keys() == scored[1].keys() and len(scored[0]) > 0
+    for utt, first in scored[0].items():
+        assert first.shape == scored[1][utt].shape and np.isfinite(first).all()
+    assert (work / "decode" / "ENS" / "synthetic" / "hyp.txt").exists()
 
 
 def _recognize_with_the_client(work, tmp_path):
