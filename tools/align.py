@@ -35,11 +35,7 @@ def define_flags():
     flags.DEFINE_enum("stage", "mono", ["mono", "tri1"], "mono: lang, G, monophone system (<exp>/mono) and its graph "
                       "(<exp>/graph); tri1: a decision tree and triphone system from the monophone alignment "
                       "(<exp>/tri1, with its graph in <exp>/tri1/graph), after a mono run on the same --exp.")
-    flags.DEFINE_integer("num_leaves", 500, "tri1: most decision-tree leaves (build-tree's <num-leaves>).")
-    flags.DEFINE_integer("tot_gauss", 2000, "tri1: Gaussians after mixture growth.")
-    flags.DEFINE_float("tree_thresh", 300.0, "tri1: least likelihood gain of a tree split (build-tree --thresh).")
-    flags.DEFINE_float("cluster_thresh", -1.0, "tri1: leaves merge while it costs less; -1: the last split's gain.")
-    flags.DEFINE_integer("tri_iters", 20, "tri1: EM iterations.")
+    common_flags.define_triphone_flags()
     flags.DEFINE_string("ali_dir", None, "tri1: the system whose final.mdl and ali.ark start it (default <exp>/mono).")
 
 
@@ -89,12 +85,10 @@ def _train_tri1(lang_dir):
         print(f"crnn-align: --stage=tri1 needs {ali_dir}/final.mdl and {lang_dir}/G.fst: run --stage=mono on "
               f"--exp={FLAGS.exp} first", file=sys.stderr)
         sys.exit(1)
-    tree_config = triphone.TreeConfig(num_leaves=FLAGS.num_leaves, thresh=FLAGS.tree_thresh,
-                                      cluster_thresh=FLAGS.cluster_thresh)
     out_dir = os.path.join(FLAGS.exp, "tri1")
     try:
-        result = triphone.train_triphone(FLAGS.data, lang_dir, ali_dir, out_dir, tree_config,
-                                         triphone.triphone_gmm_config(FLAGS.tot_gauss, FLAGS.tri_iters),
+        result = triphone.train_triphone(FLAGS.data, lang_dir, ali_dir, out_dir,
+                                         *common_flags.triphone_configs_from_flags(),
                                          allow_pipes=FLAGS.allow_wav_pipes)
     except (ValueError, FileNotFoundError) as error:
         print(f"crnn-align: {error}", file=sys.stderr)

@@ -22,6 +22,11 @@ Examples:
         --fsdd_train_speakers=nicolas,theo                                    # Kaldi's published split
     crnn-recipe --work_dir=exp/synth_on_fsdd --fsdd=... --fsdd_test_speakers=all --fsdd_train_speakers=none
     crnn-recipe ... --extra_train=data/mine/train --test_sets=mine=data/mine/test --stage=5
+    crnn-recipe --work_dir=exp/demo_tri1 --senones=tri1 --num_leaves=300 --tot_gauss=1500   # CD-DNN-HMM
+
+Senones: monophone states by default; with --senones=tri1 a decision tree is built on the monophone alignment
+(`crnn_tf.hmm.triphone`), the nets learn its tied triphone states and decode with its graph, and the report has both
+GMM-HMMs (triphone and monophone) beside the nets.
 """
 import concurrent.futures
 import json
@@ -65,9 +70,7 @@ def define_flags():
     flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone states, "
                       "or the tied triphone states of a decision tree built on the monophone alignment (tri1; the "
                       "monophone GMM-HMM is then decoded beside the triphone one).")
-    flags.DEFINE_integer("num_leaves", 300, "--senones=tri1: most decision-tree leaves.")
-    flags.DEFINE_integer("tot_gauss", 1500, "--senones=tri1: Gaussians of the triphone GMM-HMM.")
-    flags.DEFINE_integer("tri_iters", 20, "--senones=tri1: EM iterations of the triphone GMM-HMM.")
+    common_flags.define_triphone_flags(num_leaves=300, tot_gauss=1500)
     flags.DEFINE_list("nets", [
         "FFNN=3xReLU512",
         "LSTMP=Lstm384P128+2xReLU512",
@@ -233,10 +236,8 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
     if FLAGS.senones == "tri1":
         from crnn_tf.hmm import triphone
 
-        system = triphone.train_triphone(
-            data["train"], lang, str(hmm / "mono"), str(hmm / "tri1"),
-            triphone.TreeConfig(num_leaves=FLAGS.num_leaves),
-            triphone.triphone_gmm_config(FLAGS.tot_gauss, FLAGS.tri_iters))
+        system = triphone.train_triphone(data["train"], lang, str(hmm / "mono"), str(hmm / "tri1"),
+                                         *common_flags.triphone_configs_from_flags())
         hmm_graph.make_hclg(lang, system.model, str(hmm / "tri1" / "graph"))  # the tree beside final.mdl
         tree = json.loads((hmm / "tri1" / "train.json").read_text())["tree"]
     dev = align_with_model(data["dev"], lang, system.model, str(hmm / "dev_ali"), config)
