@@ -3,7 +3,8 @@
 Layout (a subset of Kaldi's utils/prepare_lang.sh output, same file formats)::
 
     phones.txt words.txt topo oov.txt oov.int L.fst L_disambig.fst G.fst
-    phones/{disambig.int,silence.csl,nonsilence.csl,optional_silence.txt,optional_silence.int}
+    phones/{disambig.int,silence.csl,nonsilence.csl,optional_silence.txt,optional_silence.int,
+            roots.txt,extra_questions.txt}        # the decision tree's roots and extra questions
     lexicon.txt                                   # the pronunciations, for word timing in the decoder
 
 Phones are position-independent; disambiguation symbols #1.. make homophones and prefixes (OH = OW is a prefix of

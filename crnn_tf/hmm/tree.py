@@ -96,7 +96,38 @@ def gaussian_objective(packed: np.ndarray, var_floor: float = 0.01) -> np.ndarra
     return np.where(count > 0, objf, 0.0)
 
 
-def split_phones(tids: np.ndarray, tm: khg.TransitionModel) -> list[tuple[int, int, int]]:
+@dataclasses.dataclass
+class TransitionTable:
+    """What a transition model says about each transition id, as arrays indexed by it (index 0 unused): phone, HMM
+    state, transition state and index, final (enters the final state), self-loop, forward and self-loop pdf class."""
+
+    phone: np.ndarray
+    hmm_state: np.ndarray
+    state: np.ndarray
+    index: np.ndarray
+    is_final: np.ndarray
+    is_self_loop: np.ndarray
+    forward_pdf_class: np.ndarray
+    self_loop_pdf_class: np.ndarray
+
+    @classmethod
+    def of(cls, tm: khg.TransitionModel) -> "TransitionTable":
+        rows = [(0, 0, 0, 0, False, False, 0, 0)]
+        for tid in range(1, tm.num_transition_ids + 1):
+            state = tm.id2state[tid]
+            phone, hmm_state, _, _ = tm.tuples[state - 1].__getstate__()
+            hmm = tm.topo.topology_for_phone(phone)[hmm_state]
+            rows.append((phone, hmm_state, state, tid - tm.state2id[state], tm.is_final(tid), tm.is_self_loop(tid),
+                         hmm.forward_pdf_class, hmm.self_loop_pdf_class))
+        columns = list(zip(*rows))
+        return cls(*(np.array(c, bool if k in (4, 5) else np.int64) for k, c in enumerate(columns)))
+
+    @property
+    def num_transition_ids(self) -> int:
+        return len(self.phone) - 1
+
+
+def split_phones(tids: np.ndarray, table: TransitionTable) -> list[tuple[int, int, int]]:
     """Phone instances of a transition-id alignment as (phone, first frame, end frame), like Kaldi's SplitToPhones:
     a phone ends on the frame whose transition enters its HMM's final state, or, in a reordered alignment (what
     graphs compiled with reorder=true give: a state's forward transition comes before its self-loops), after the
@@ -105,33 +136,23 @@ def split_phones(tids: np.ndarray, tm: khg.TransitionModel) -> list[tuple[int, i
     Raises:
       ValueError: when the alignment does not end at the end of a phone (truncated, or from another model).
     """
-    tids = [int(t) for t in tids]
-    states = [tm.id2state[t] for t in tids]
-    loops = [tm.is_self_loop(t) for t in tids]
-    reordered = _is_reordered(states, loops)
-    out, start, t = [], 0, 0
-    while t < len(tids):
-        if tm.is_final(tids[t]):
-            end = t + 1
-            while reordered and end < len(tids) and loops[end] and states[end] == states[t]:
-                end += 1
-            out.append((tm.transition_id_to_phone(tids[t]), start, end))
-            start = t = end
-        else:
-            t += 1
+    tids = np.asarray(tids, np.int64)
+    states, loops = table.state[tids], table.is_self_loop[tids]
+    mixed = np.flatnonzero((states[:-1] == states[1:]) & (loops[:-1] != loops[1:]))
+    reordered = bool(len(mixed)) and bool(loops[mixed[0] + 1])  # Kaldi's IsReordered: forward transition first
+    out, start = [], 0
+    for t in np.flatnonzero(table.is_final[tids]):
+        if t < start:  # a self-loop already counted into the previous phone cannot end one
+            continue
+        end = t + 1
+        while reordered and end < len(tids) and loops[end] and states[end] == states[t]:
+            end += 1
+        out.append((int(table.phone[tids[t]]), start, int(end)))
+        start = int(end)
     if start != len(tids):
         raise ValueError(f"the alignment's last phone (frames {start}..{len(tids) - 1}) never reaches its final "
                          f"HMM state: not an alignment of this model")
     return out
-
-
-def _is_reordered(states: list[int], loops: list[bool]) -> bool:
-    """Kaldi's IsReordered: the first frame pair of one transition state that mixes a self-loop and a forward
-    transition tells the order (forward first: reordered)."""
-    for t in range(len(states) - 1):
-        if states[t] == states[t + 1] and loops[t] != loops[t + 1]:
-            return loops[t + 1]
-    return False
 
 
 def phone_windows(instances: list[tuple[int, int, int]], context_width: int, central_position: int,
@@ -148,21 +169,13 @@ def phone_windows(instances: list[tuple[int, int, int]], context_width: int, cen
     return windows
 
 
-def frame_events(tids: np.ndarray, tm: khg.TransitionModel, context_width: int = 3, central_position: int = 1,
+def frame_events(tids: np.ndarray, table: TransitionTable, context_width: int = 3, central_position: int = 1,
                  ci_phones: frozenset[int] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
     """Each frame's event: ([T, context_width] phone window, [T] pdf class) of a transition-id alignment."""
-    instances = split_phones(tids, tm)
+    instances = split_phones(tids, table)
     windows = phone_windows(instances, context_width, central_position, ci_phones)
-    lengths = [end - start for _, start, end in instances]
-    frame_windows = np.repeat(windows, lengths, axis=0)
-    pdf_classes = np.array([_pdf_class_of_tid(tm, int(t)) for t in tids], np.int32)
-    return frame_windows, pdf_classes
-
-
-def _pdf_class_of_tid(tm, tid):
-    """The forward pdf class of the HMM state a transition id leaves (= the HMM state in our topologies)."""
-    phone, hmm_state, _, _ = tm.tuples[tm.id2state[tid] - 1].__getstate__()
-    return tm.topo.topology_for_phone(phone)[hmm_state].forward_pdf_class
+    frame_windows = np.repeat(windows, [end - start for _, start, end in instances], axis=0)
+    return frame_windows, table.forward_pdf_class[np.asarray(tids, np.int64)].astype(np.int32)
 
 
 def accumulate_tree_stats(alignments: dict[str, np.ndarray], feats: dict[str, np.ndarray], tm: khg.TransitionModel,
@@ -183,14 +196,14 @@ def accumulate_tree_stats(alignments: dict[str, np.ndarray], feats: dict[str, np
     """
     if not 0 <= central_position < context_width:
         raise ValueError(f"central_position {central_position} must lie in [0, context_width={context_width})")
-    keys, frames = [], []
+    keys, frames, table = [], [], TransitionTable.of(tm)
     for utt in sorted(alignments):
         if utt not in feats:
             continue
         tids = np.asarray(alignments[utt])
         if len(tids) != len(feats[utt]):
             raise ValueError(f"utterance {utt}: alignment has {len(tids)} frames, its features {len(feats[utt])}")
-        windows, pdf_classes = frame_events(tids, tm, context_width, central_position, ci_phones)
+        windows, pdf_classes = frame_events(tids, table, context_width, central_position, ci_phones)
         keys.append(np.concatenate([windows, pdf_classes[:, None]], axis=1))
         frames.append(np.asarray(feats[utt], np.float64))
     if not keys:

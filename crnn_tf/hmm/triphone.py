@@ -111,36 +111,26 @@ def convert_alignment(alignments: dict[str, np.ndarray], old_tm: khg.TransitionM
       ValueError: naming the utterance when its alignment does not fit `old_tm`, or when `new_tm` has no
         transition state for a converted one (model and tree do not belong together).
     """
-    def per_tid(tm):
-        """(phone, hmm_state, transition index, forward pdf class, self-loop pdf class) of every transition id."""
-        rows = [(0, 0, 0, 0, 0)]
-        for tid in range(1, tm.num_transition_ids + 1):
-            state = tm.id2state[tid]
-            phone, hmm_state, _, _ = tm.tuples[state - 1].__getstate__()
-            hmm = tm.topo.topology_for_phone(phone)[hmm_state]
-            rows.append((phone, hmm_state, tid - tm.state2id[state], hmm.forward_pdf_class, hmm.self_loop_pdf_class))
-        return np.array(rows, np.int64)
-
-    old = per_tid(old_tm)
+    old = hmm_tree.TransitionTable.of(old_tm)
     new_state = {tuple(t.__getstate__()): s for s, t in enumerate(new_tm.tuples, 1)}
     state2id = np.asarray(new_tm.state2id)
     out = {}
     for utt, tids in alignments.items():
         tids = np.asarray(tids, np.int64)
+        if len(tids) and (tids.min() < 1 or tids.max() > old.num_transition_ids):
+            raise ValueError(f"utterance {utt}: transition ids outside [1, {old.num_transition_ids}] of the old model")
         try:
-            instances = hmm_tree.split_phones(tids, old_tm)
+            windows, _ = hmm_tree.frame_events(tids, old, tree.context_width, tree.central_position)
         except ValueError as error:
             raise ValueError(f"utterance {utt}: {error}") from error
-        windows = hmm_tree.phone_windows(instances, tree.context_width, tree.central_position)
-        windows = np.repeat(windows, [end - start for _, start, end in instances], axis=0)
-        phone, hmm_state, index, fclass, sclass = old[tids].T
-        fpdf, spdf = tree.pdfs(windows, fclass), tree.pdfs(windows, sclass)
-        keys = list(zip(phone.tolist(), hmm_state.tolist(), fpdf.tolist(), spdf.tolist()))
+        fpdf = tree.pdfs(windows, old.forward_pdf_class[tids])
+        spdf = tree.pdfs(windows, old.self_loop_pdf_class[tids])
+        keys = list(zip(old.phone[tids].tolist(), old.hmm_state[tids].tolist(), fpdf.tolist(), spdf.tolist()))
         missing = next((k for k in keys if k not in new_state), None)
         if missing is not None:
             raise ValueError(f"utterance {utt}: the new model has no transition state (phone, hmm state, pdfs) = "
                              f"{missing}: tree and transition model do not belong together")
-        out[utt] = (state2id[[new_state[k] for k in keys]] + index).astype(np.int32)
+        out[utt] = (state2id[[new_state[k] for k in keys]] + old.index[tids]).astype(np.int32)
     return out
 
 

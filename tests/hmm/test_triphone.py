@@ -8,7 +8,7 @@ from crnn_tf.data.kaldi_io import read_int32_vectors, read_text_table, write_int
 from crnn_tf.hmm import model as hmm_model
 from crnn_tf.hmm import triphone
 from crnn_tf.hmm.align import read_gmm_model
-from crnn_tf.hmm.tree import frame_events
+from crnn_tf.hmm.tree import TransitionTable, frame_events
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_silence_is_context_independent_and_conversion_keeps_the_phones(tiny_ali
     utt = sorted(mono_ali)[0]
     mono_phones = hmm_model.tid2phone(old_tm)[mono_ali[utt]]
     assert len(tri_ali[utt]) == len(mono_phones)
-    windows, _ = frame_events(tri_ali[utt], tm)
+    windows, _ = frame_events(tri_ali[utt], TransitionTable.of(tm))
     assert set(windows[:, 1]) <= set(lang.real_phones)
 
 
