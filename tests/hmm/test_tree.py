@@ -155,3 +155,20 @@ def test_roots_and_questions_files(tmp_path):
     assert T.pdf_class_questions(3) == [frozenset({0}), frozenset({1}), frozenset({2})]
     with pytest.raises(ValueError, match=r"phones \[2\] have tree statistics but are in no root"):
         T.build_tree(_stats([(0, 2, 0, 0, _frames([1.0]))]), [T.Root((3,))], [], NUM_PDF_CLASSES, num_leaves=2)
+
+
+def test_alignments_split_into_phones_in_either_transition_order():
+    # Two 3-state phones: transition ids 1-6 (phone 1) and 7-12 (phone 2); in each state the self-loop id comes
+    # first, the forward one second, and 6 / 12 enter the final state.
+    table = T.TransitionTable.of(hmm_model.transition_model(hmm_model.make_topology([1, 2]),
+                                                            hmm_model.monophone_tree(hmm_model.make_topology([1, 2]))))
+    assert table.is_final.nonzero()[0].tolist() == [6, 12]
+    plain = [1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 11, 12]  # self-loops before each state's forward transition
+    reordered = [2, 1, 1, 4, 6, 5, 8, 10, 9, 12, 11, 11]  # Kaldi's reorder=true: forward transition first
+    assert T.split_phones(plain, table) == [(1, 0, 7), (2, 7, 14)]
+    assert T.split_phones(reordered, table) == [(1, 0, 6), (2, 6, 12)]
+    windows, pdf_classes = T.frame_events(reordered, table)
+    assert windows.tolist() == [[0, 1, 2]] * 6 + [[1, 2, 0]] * 6
+    assert pdf_classes.tolist() == [0, 0, 0, 1, 2, 2] + [0, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="never reaches its final HMM state"):
+        T.split_phones(reordered[:-3], table)
