@@ -1,6 +1,7 @@
 """Decision trees: hand-made statistics with a known best split, the Kaldi tree file, roots/questions defaults."""
 import logging
 
+import kaldi_hmm_gmm
 import numpy as np
 import pytest
 
@@ -126,6 +127,9 @@ def test_tree_file_round_trips_through_kaldi_hmm_gmm_byte_for_byte(built_tree, t
         back = tmp_path / f"back.{binary}"
         hmm_model.read_tree(str(tmp_path / "tree.True")).write(binary=binary, filename=str(back))
         assert back.read_bytes() == path.read_bytes()
+    (tmp_path / "phones.txt").write_text("<eps> 0\nSIL 1\nAH 2\nB 3\nC 4\n")
+    drawing = kaldi_hmm_gmm.draw_tree(str(tmp_path / "phones.txt"), str(tmp_path / "tree.True"))
+    assert drawing.startswith("digraph EventMap") and 'label="LContext = ?"' in drawing
     text = (tmp_path / "tree.False").read_text()
     assert text.startswith("ContextDependency 3 1 ToPdf TE 1 5 ( NULL TE -1 3 ( CE 0 CE 1 CE 2 )")
     assert "SE " in text and text.endswith("EndContextDependency ")
