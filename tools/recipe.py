@@ -245,7 +245,8 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
     return {"model": system.model, "graph": graph, "lang": lang, "pdf_ali": system.pdf_ali,
             "dev_pdf_ali": dev["pdf_ali"], "prior_counts": system.prior_counts, "num_pdfs": system.num_pdfs,
             "senones": FLAGS.senones, "num_gauss": system.num_gauss, "loglik_per_frame": system.loglik_per_frame,
-            "tree": tree, "mono": mono, "phone_agreement": system.phone_agreement, "seconds": result.seconds,
+            "tree": tree, "mono": mono, "phone_agreement": system.phone_agreement,
+            "seconds": result.seconds + (system.seconds if system is not result else 0.0),
             "failed_utts": len(system.failed_utts), "dev_failed_utts": len(dev["failed_utts"]),
             "bootstrap_failed_utts": None if bootstrap is None else len(bootstrap["failed_utts"])}
 
@@ -425,13 +426,14 @@ def _decoder_over(hmm: dict, data: dict, sets: dict, logliks: dict):
     return decode
 
 
-def _gmm_description(system: dict) -> str:
-    """'monophone, 63 pdfs, 600 Gaussians' or 'triphone tree, 180 pdfs, ...' for the report, with the training
-    data's GMM log-likelihood per frame when known."""
+def _gmm_description(system: dict, detailed: bool) -> str:
+    """The report's spec of a GMM-HMM: 'monophone, 600 Gaussians' (the monophone-only recipe's, unchanged), or with
+    `detailed` its pdf count, Gaussians and the training data's GMM log-likelihood per frame, for comparing systems."""
     kind = "triphone tree" if system.get("senones", "mono") == "tri1" else "monophone"
-    gauss = system.get("num_gauss") or FLAGS.max_gauss
+    if not detailed:
+        return f"{kind}, {FLAGS.max_gauss} Gaussians"
     loglik = system.get("loglik_per_frame")
-    return (f"{kind}, {system['num_pdfs']} pdfs, {gauss} Gaussians"
+    return (f"{kind}, {system['num_pdfs']} pdfs, {system.get('num_gauss')} Gaussians"
             + ("" if loglik is None else f", train log-lik/frame {loglik:.2f}"))
 
 
@@ -485,12 +487,13 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
     if not recipe.wanted("decode"):
         return None
     gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, work, hmm, data)
-    rows.append({"net": "GMM-HMM", "spec": f"{_gmm_description(hmm)}, MFCC+Δ+ΔΔ", "params": None,
+    context_dependent = hmm.get("senones", "mono") != "mono"
+    rows.append({"net": "GMM-HMM", "spec": f"{_gmm_description(hmm, context_dependent)}, MFCC+Δ+ΔΔ", "params": None,
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
-    if hmm.get("senones", "mono") != "mono":
+    if context_dependent:
         mono = recipe.run_stage("decode_GMMmono", gmm_decode_stage, work, hmm["mono"], data, "GMM-mono")
-        rows.append({"net": "GMM-HMM mono", "spec": f"{_gmm_description(hmm['mono'])}, MFCC+Δ+ΔΔ", "params": None,
-                     "dev_frame_accuracy": None, "results": {k: mono[k] for k in sets}})
+        rows.append({"net": "GMM-HMM mono", "spec": f"{_gmm_description(hmm['mono'], True)}, MFCC+Δ+ΔΔ",
+                     "params": None, "dev_frame_accuracy": None, "results": {k: mono[k] for k in sets}})
     if not recipe.wanted("report"):
         return None
     augment, features = common_flags.augment_from_flags(), common_flags.feature_config_from_flags()
