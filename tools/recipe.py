@@ -70,7 +70,7 @@ def define_flags():
     flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone states, "
                       "or the tied triphone states of a decision tree built on the monophone alignment (tri1; the "
                       "monophone GMM-HMM is then decoded beside the triphone one).")
-    common_flags.define_triphone_flags(num_leaves=300, tot_gauss=1500)
+    common_flags.define_triphone_flags(num_leaves=300, tot_gauss=1500, tri_iters=12)  # as many as --gmm_iters
     flags.DEFINE_list("nets", [
         "FFNN=3xReLU512",
         "LSTMP=Lstm384P128+2xReLU512",
