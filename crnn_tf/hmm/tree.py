@@ -567,6 +567,10 @@ def build_tree(stats: TreeStats, roots: list[Root], phone_questions: list[frozen
     orphans = sorted(set(central.tolist()) - set(phone_root))
     if orphans:
         raise ValueError(f"phones {orphans} have tree statistics but are in no root")
+    rootless, unknown = sorted(set(num_pdf_classes) - set(phone_root)), sorted(set(phone_root) - set(num_pdf_classes))
+    if rootless or unknown:
+        raise ValueError(f"roots and topology disagree: phones {rootless} of the topology are in no root, phones "
+                         f"{unknown} of the roots are not in the topology")
     packed = stats.packed()
     all_phones = sorted(phone_root)
     num_values = max(max(all_phones), int(stats.phones.max(initial=0))) + 1

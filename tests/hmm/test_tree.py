@@ -20,6 +20,11 @@ def _stats(events):
                        sumsqs=np.array([np.sum(np.square(e[4]), 0) for e in events]))
 
 
+def _build(stats, roots, questions, **options):
+    """build_tree with a 3-state topology for the roots' phones."""
+    return T.build_tree(stats, roots, questions, {p: 3 for root in roots for p in root.phones}, **options)
+
+
 def _objective(values):
     """Log-likelihood of 1-d values under their own ML Gaussian."""
     x = np.array(values)
@@ -47,7 +52,7 @@ def test_best_split_is_the_left_context_that_changes_the_mean():
     events = [(3, 2, 3, 0, _frames(a)), (3, 2, 4, 0, _frames(a)), (4, 2, 3, 0, _frames(b)), (4, 2, 4, 0, _frames(b))]
     stats = _stats(events)
     questions = [frozenset({3}), frozenset({3, 4}), frozenset({1})]
-    tree, report = T.build_tree(stats, [T.Root((2,))], questions, NUM_PDF_CLASSES, num_leaves=2, thresh=0,
+    tree, report = _build(stats, [T.Root((2,))], questions, num_leaves=2, thresh=0,
                                 cluster_thresh=0)
     split = tree.root.children[2]
     assert (split.key, split.yes_set) == (0, (3,))
@@ -63,15 +68,15 @@ def test_shared_root_splits_on_the_hmm_state_and_clustering_merges_equal_leaves(
     rng = np.random.default_rng(0)
     same, other = rng.normal(0, 1, 200), rng.normal(8, 1, 200)
     events = [(0, 2, 0, 0, _frames(same[:100])), (0, 2, 0, 2, _frames(same[100:])), (0, 2, 0, 1, _frames(other))]
-    tree, report = T.build_tree(_stats(events), [T.Root((2,))], [], NUM_PDF_CLASSES, num_leaves=3, thresh=0,
+    tree, report = _build(_stats(events), [T.Root((2,))], [], num_leaves=3, thresh=0,
                                 cluster_thresh=0)
     split = tree.root.children[2]
     assert split.key == T.PDF_CLASS_KEY and set(split.yes_set) in ({1}, {0, 2})
     assert report.num_leaves_split == report.num_pdfs == 3 and 0 < report.last_gain < 1
     # The default threshold (-1) is the gain of the last split.
-    _, default = T.build_tree(_stats(events), [T.Root((2,))], [], NUM_PDF_CLASSES, num_leaves=3, thresh=0)
+    _, default = _build(_stats(events), [T.Root((2,))], [], num_leaves=3, thresh=0)
     assert default.cluster_thresh == default.last_gain
-    tree, report = T.build_tree(_stats(events), [T.Root((2,))], [], NUM_PDF_CLASSES, num_leaves=3, thresh=0,
+    tree, report = _build(_stats(events), [T.Root((2,))], [], num_leaves=3, thresh=0,
                                 cluster_thresh=1.0)
     assert report.num_leaves_split == 3 and report.num_pdfs == 2
     assert tree.pdfs([[0, 2, 0]] * 3, [0, 1, 2]).tolist() in ([1, 0, 1], [0, 1, 0])
@@ -80,17 +85,17 @@ def test_shared_root_splits_on_the_hmm_state_and_clustering_merges_equal_leaves(
 def test_too_many_leaves_asked_stops_early_and_says_why(caplog):
     events = [(0, 2, 0, c, _frames([c, c + 0.5, c + 1.0])) for c in range(3)]
     with caplog.at_level(logging.WARNING):
-        tree, report = T.build_tree(_stats(events), [T.Root((2,))], [], NUM_PDF_CLASSES, num_leaves=50,
+        tree, report = _build(_stats(events), [T.Root((2,))], [], num_leaves=50,
                                     thresh=0, cluster_thresh=0)
     assert report.num_pdfs == 3 and "no leaf can be split further" in report.stop_reason
     assert "stopped before num_leaves=50" in caplog.text
-    _, report = T.build_tree(_stats(events), [T.Root((2,))], [], NUM_PDF_CLASSES, num_leaves=50, thresh=1e6)
+    _, report = _build(_stats(events), [T.Root((2,))], [], num_leaves=50, thresh=1e6)
     assert report.num_pdfs == 1 and "< thresh 1e+06" in report.stop_reason
 
 
 def test_not_shared_not_split_root_keeps_one_pdf_per_state():
     events = [(0, 1, 0, c, _frames([0.0, 1.0])) for c in range(3)]
-    tree, report = T.build_tree(_stats(events), [T.Root((1,), shared=False, split=False)], [], NUM_PDF_CLASSES,
+    tree, report = _build(_stats(events), [T.Root((1,), shared=False, split=False)], [],
                                 num_leaves=10, thresh=0, cluster_thresh=0)
     assert report.num_pdfs == 3 and tree.pdfs([[0, 1, 0]] * 3, [0, 1, 2]).tolist() == [0, 1, 2]
 
@@ -115,7 +120,7 @@ def built_tree():
     roots = [T.Root((1,), shared=False, split=False), T.Root((2,)), T.Root((3, 4))]
     stats = _stats(events)
     questions = T.cluster_phones(stats, [r.phones for r in roots]) + [frozenset({1}), frozenset({2, 3, 4})]
-    tree, _ = T.build_tree(stats, roots, questions, NUM_PDF_CLASSES, num_leaves=25, thresh=5)
+    tree, _ = _build(stats, roots, questions, num_leaves=25, thresh=5)
     return tree
 
 
@@ -159,6 +164,9 @@ def test_roots_and_questions_files(tmp_path):
     assert T.pdf_class_questions(3) == [frozenset({0}), frozenset({1}), frozenset({2})]
     with pytest.raises(ValueError, match=r"phones \[2\] have tree statistics but are in no root"):
         T.build_tree(_stats([(0, 2, 0, 0, _frames([1.0]))]), [T.Root((3,))], [], NUM_PDF_CLASSES, num_leaves=2)
+    with pytest.raises(ValueError, match=r"phones \[1, 4\] of the topology are in no root, phones \[7\] of the"):
+        T.build_tree(_stats([(0, 2, 0, 0, _frames([1.0]))]), [T.Root((2, 3)), T.Root((7,))], [], NUM_PDF_CLASSES,
+                     num_leaves=2)
 
 
 def test_alignments_split_into_phones_in_either_transition_order():
