@@ -67,9 +67,9 @@ def define_flags():
     flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
     flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
     flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
-    flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone states, "
-                      "or the tied triphone states of a decision tree built on the monophone alignment (tri1; the "
-                      "monophone GMM-HMM is then decoded beside the triphone one).")
+    flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone "
+                      "states, or the tied triphone states of a decision tree built on the monophone alignment (tri1; "
+                      "the monophone GMM-HMM is then decoded beside the triphone one).")
     common_flags.define_triphone_flags(num_leaves=300, tot_gauss=1500, tri_iters=12)  # as many as --gmm_iters
     flags.DEFINE_list("nets", [
         "FFNN=3xReLU512",
