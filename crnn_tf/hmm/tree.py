@@ -393,7 +393,14 @@ class Table:
 
 @dataclasses.dataclass
 class BuildReport:
-    """How `build_tree` went: leaves before and after clustering, why splitting stopped, the last split's gain."""
+    """How `build_tree` went.
+
+    Attributes:
+      num_leaves_split: leaves after splitting. num_pdfs: after clustering (the senones).
+      stop_reason: why splitting stopped (num_leaves reached, a gain below thresh, nothing left to split).
+      last_gain: log-likelihood gain of the last split made. cluster_thresh: the merge threshold used.
+      objective_gain: log-likelihood gain of all splits together.
+    """
 
     num_leaves_split: int
     num_pdfs: int
