@@ -1,7 +1,9 @@
-"""crnn-align: lang + G + monophone GMM-HMM alignment + HCLG for a Kaldi data dir; or convert Kaldi's alignment.
+"""crnn-align: lang + G + monophone GMM-HMM alignment + HCLG for a Kaldi data dir, then optionally a triphone system
+on a decision tree of its own; or convert Kaldi's alignment.
 
 Examples:
     crnn-align --data=data/digits/train --dict=data/digits/dict --exp=exp/digits
+    crnn-align --data=data/digits/train --exp=exp/digits --stage=tri1 --num_leaves=300 --tot_gauss=2000
     crnn-align --kaldi_ali=exp/tri3_ali --kaldi_model=exp/tri3_ali/final.mdl --exp=exp/kaldi   # Kaldi's own
 
 Utterances that cannot be aligned (no transcript in `text`, unreadable audio) are left out, each named on stderr
@@ -30,6 +32,11 @@ def define_flags():
                         "(an ark, ali.N.gz, a glob, or the alignment dir, e.g. exp/tri3_ali).")
     flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
     flags.DEFINE_bool("allow_wav_pipes", False, "Run wav.scp entries that are commands ('cmd |', through /bin/sh).")
+    flags.DEFINE_enum("stage", "mono", ["mono", "tri1"], "mono: lang, G, monophone system (<exp>/mono) and its graph "
+                      "(<exp>/graph); tri1: a decision tree and triphone system from the monophone alignment "
+                      "(<exp>/tri1, with its graph in <exp>/tri1/graph), after a mono run on the same --exp.")
+    common_flags.define_triphone_flags()
+    flags.DEFINE_string("ali_dir", None, "tri1: the system whose final.mdl and ali.ark start it (default <exp>/mono).")
 
 
 def main(argv):
@@ -46,6 +53,9 @@ def main(argv):
         return
     if not FLAGS.data:
         raise app.UsageError("--data is required (or --kaldi_ali)")
+    if FLAGS.stage == "tri1":
+        _train_tri1(os.path.join(FLAGS.exp, "lang"))
+        return
     dict_dir = FLAGS.dict or os.path.join(os.path.dirname(os.path.abspath(FLAGS.data)), "dict")
     cfg = GmmTrainConfig(init=FLAGS.init, num_iters=FLAGS.num_iters, max_gauss=FLAGS.max_gauss,
                       realign_iters=tuple(i for i in GmmTrainConfig().realign_iters if i < FLAGS.num_iters))
@@ -59,8 +69,39 @@ def main(argv):
         print(f"skipped {item['utt']}: {item['reason']}", file=sys.stderr)
     if out["skipped_utts"]:
         print(f"crnn-align: {len(out['skipped_utts'])} utterance(s) skipped (listed above)", file=sys.stderr)
-    print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "phone_agreement",
-                                          "seconds", "failed_utts", "skipped_utts")}))
+    print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "num_pdfs", "loglik_per_frame",
+                                          "phone_agreement", "seconds", "failed_utts", "skipped_utts")}))
+
+
+def _train_tri1(lang_dir):
+    """--stage=tri1: the triphone system and its graph, from <exp>/mono (or --ali_dir)."""
+    import os
+
+    from crnn_tf.hmm import graph as hmm_graph
+    from crnn_tf.hmm import triphone
+
+    ali_dir = FLAGS.ali_dir or os.path.join(FLAGS.exp, "mono")
+    if not os.path.exists(os.path.join(ali_dir, "final.mdl")) or not os.path.exists(os.path.join(lang_dir, "G.fst")):
+        print(f"crnn-align: --stage=tri1 needs {ali_dir}/final.mdl and {lang_dir}/G.fst: run --stage=mono on "
+              f"--exp={FLAGS.exp} first", file=sys.stderr)
+        sys.exit(1)
+    out_dir = os.path.join(FLAGS.exp, "tri1")
+    try:
+        result = triphone.train_triphone(FLAGS.data, lang_dir, ali_dir, out_dir,
+                                         *common_flags.triphone_configs_from_flags(),
+                                         allow_pipes=FLAGS.allow_wav_pipes)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"crnn-align: {error}", file=sys.stderr)
+        sys.exit(1)
+    graph_dir = os.path.join(out_dir, "graph")
+    hmm_graph.make_hclg(lang_dir, result.model, graph_dir)
+    with open(os.path.join(out_dir, "train.json")) as f:
+        tree = json.load(f)["tree"]
+    print(json.dumps({"model": result.model, "tree": result.tree, "pdf_ali": result.pdf_ali,
+                      "prior_counts": result.prior_counts, "graph": graph_dir, "num_pdfs": result.num_pdfs,
+                      "num_gauss": result.num_gauss, "loglik_per_frame": result.loglik_per_frame,
+                      "tree_stop_reason": tree["stop_reason"], "phone_agreement": result.phone_agreement,
+                      "seconds": result.seconds, "failed_utts": result.failed_utts}))
 
 
 def run():

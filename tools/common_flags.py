@@ -167,6 +167,32 @@ def decoder_from_flags(**options):
                          model_path=FLAGS.model, **options)
 
 
+def define_triphone_flags(num_leaves: int = 500, tot_gauss: int = 2000, tri_iters: int = 20) -> None:
+    """The triphone system's flags (`crnn_tf.hmm.triphone.train_triphone`), the same in crnn-align and crnn-recipe.
+
+    Args:
+      num_leaves: default of --num_leaves (500).
+      tot_gauss: default of --tot_gauss (2000).
+      tri_iters: default of --tri_iters (20).
+    """
+    flags.DEFINE_integer("num_leaves", num_leaves, "tri1: most decision-tree leaves (build-tree's <num-leaves>); "
+                         "fewer when the data support no more (the reason is logged).")
+    flags.DEFINE_integer("tot_gauss", tot_gauss, "tri1: Gaussians of the triphone GMM-HMM after mixture growth.")
+    flags.DEFINE_float("tree_thresh", 300.0, "tri1: least likelihood gain of a tree split (build-tree --thresh).")
+    flags.DEFINE_float("cluster_thresh", -1.0, "tri1: tree leaves merge while that costs less; -1: the gain of the "
+                       "last split, 0: no merging (build-tree --cluster-thresh).")
+    flags.DEFINE_integer("tri_iters", tri_iters, "tri1: EM iterations of the triphone GMM-HMM.")
+
+
+def triphone_configs_from_flags():
+    """(TreeConfig, GmmTrainConfig) for `crnn_tf.hmm.triphone.train_triphone` from the triphone flags."""
+    from crnn_tf.hmm import triphone
+
+    tree = triphone.TreeConfig(num_leaves=FLAGS.num_leaves, thresh=FLAGS.tree_thresh,
+                               cluster_thresh=FLAGS.cluster_thresh)
+    return tree, triphone.triphone_gmm_config(FLAGS.tot_gauss, FLAGS.tri_iters)
+
+
 def run_tool(main, module_name: str) -> None:
     """`app.run(main)` for a console script, so that plain `--help` shows the tool's docstring and its own flags.
 

@@ -22,6 +22,11 @@ Examples:
         --fsdd_train_speakers=nicolas,theo                                    # Kaldi's published split
     crnn-recipe --work_dir=exp/synth_on_fsdd --fsdd=... --fsdd_test_speakers=all --fsdd_train_speakers=none
     crnn-recipe ... --extra_train=data/mine/train --test_sets=mine=data/mine/test --stage=5
+    crnn-recipe --work_dir=exp/demo_tri1 --senones=tri1 --num_leaves=300 --tot_gauss=1500   # CD-DNN-HMM
+
+Senones: monophone states by default; with --senones=tri1 a decision tree is built on the monophone alignment
+(`crnn_tf.hmm.triphone`), the nets learn its tied triphone states and decode with its graph, and the report has both
+GMM-HMMs (triphone and monophone) beside the nets.
 """
 import concurrent.futures
 import json
@@ -62,6 +67,10 @@ def define_flags():
     flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
     flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
     flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
+    flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone "
+                      "states, or the tied triphone states of a decision tree built on the monophone alignment (tri1; "
+                      "the monophone GMM-HMM is then decoded beside the triphone one).")
+    common_flags.define_triphone_flags(num_leaves=300, tot_gauss=1500, tri_iters=12)  # as many as --gmm_iters
     flags.DEFINE_list("nets", [
         "FFNN=3xReLU512",
         "LSTMP=Lstm384P128+2xReLU512",
@@ -219,15 +228,28 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
         result = train_mono(data["train"], lang, str(hmm / "mono"), config)
     else:
         result = train_mono(data["train"], lang, str(hmm / "mono"), dataclasses.replace(config, init="flat"))
-    dev = align_with_model(data["dev"], lang, result.model, str(hmm / "dev_ali"), config)
     # Every test set is decoded with a digit loop (any sequence of words, each equally likely), never with a
     # grammar learnt from the training texts: isolated words and strings of any length decode under one graph.
     hmm_lang.make_word_loop_grammar(lang)
     hmm_graph.make_hclg(lang, result.model, str(hmm / "graph"))
-    return {"model": result.model, "graph": str(hmm / "graph"), "lang": lang, "pdf_ali": result.pdf_ali,
-            "dev_pdf_ali": dev["pdf_ali"], "prior_counts": result.prior_counts, "num_pdfs": result.num_pdfs,
-            "phone_agreement": result.phone_agreement, "seconds": result.seconds,
-            "failed_utts": len(result.failed_utts), "dev_failed_utts": len(dev["failed_utts"]),
+    mono = {"model": result.model, "graph": str(hmm / "graph"), "lang": lang, "num_pdfs": result.num_pdfs,
+            "num_gauss": result.num_gauss, "loglik_per_frame": result.loglik_per_frame}
+    system, tree = result, None
+    if FLAGS.senones == "tri1":
+        from crnn_tf.hmm import triphone
+
+        system = triphone.train_triphone(data["train"], lang, str(hmm / "mono"), str(hmm / "tri1"),
+                                         *common_flags.triphone_configs_from_flags())
+        hmm_graph.make_hclg(lang, system.model, str(hmm / "tri1" / "graph"))  # the tree beside final.mdl
+        tree = json.loads((hmm / "tri1" / "train.json").read_text())["tree"]
+    dev = align_with_model(data["dev"], lang, system.model, str(hmm / "dev_ali"), config)
+    graph = str(hmm / "graph") if system is result else str(hmm / "tri1" / "graph")
+    return {"model": system.model, "graph": graph, "lang": lang, "pdf_ali": system.pdf_ali,
+            "dev_pdf_ali": dev["pdf_ali"], "prior_counts": system.prior_counts, "num_pdfs": system.num_pdfs,
+            "senones": FLAGS.senones, "num_gauss": system.num_gauss, "loglik_per_frame": system.loglik_per_frame,
+            "tree": tree, "mono": mono, "phone_agreement": system.phone_agreement,
+            "seconds": result.seconds + (system.seconds if system is not result else 0.0),
+            "failed_utts": len(system.failed_utts), "dev_failed_utts": len(dev["failed_utts"]),
             "bootstrap_failed_utts": None if bootstrap is None else len(bootstrap["failed_utts"])}
 
 
@@ -459,15 +481,27 @@ def _decoder_over(hmm: dict, data: dict, sets: dict, logliks: dict):
     return decode
 
 
-def gmm_decode_stage(work: pathlib.Path, hmm: dict, data: dict) -> dict:
-    """The GMM-HMM that labelled the frames, decoded with the same graphs and tuning (the baseline)."""
+def _gmm_description(system: dict, detailed: bool) -> str:
+    """The report's spec of a GMM-HMM: 'monophone, 600 Gaussians' (the monophone-only recipe's, unchanged), or with
+    `detailed` its pdf count, Gaussians and the training data's GMM log-likelihood per frame, for comparing systems."""
+    kind = "triphone tree" if system.get("senones", "mono") == "tri1" else "monophone"
+    if not detailed:
+        return f"{kind}, {FLAGS.max_gauss} Gaussians"
+    loglik = system.get("loglik_per_frame")
+    return (f"{kind}, {system['num_pdfs']} pdfs, {system.get('num_gauss')} Gaussians"
+            + ("" if loglik is None else f", train log-lik/frame {loglik:.2f}"))
+
+
+def gmm_decode_stage(work: pathlib.Path, hmm: dict, data: dict, name: str = "GMM") -> dict:
+    """A GMM-HMM (by default the one that labelled the frames) decoded with its graphs and the same tuning (the
+    baseline); hypotheses go to decode/<name>."""
     from crnn_tf.hmm.align import read_gmm_model
     from crnn_tf.hmm.features import compute_mfcc
 
     _, gmm = read_gmm_model(hmm["model"])
     sets = decoding_sets(data)
     logliks = {name: {u: gmm.loglik(f) for u, f in compute_mfcc(path).items()} for name, path in sets.items()}
-    return _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / "GMM")
+    return _error_rates(data, _decoder_over(hmm, data, sets, logliks), work / "decode" / name)
 
 
 def _count_params(work: pathlib.Path, name: str) -> int:
@@ -528,14 +562,19 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
                      "params": sum(_count_params(work, member) for member in members), "dev_frame_accuracy": None,
                      "results": {k: decoded[k] for k in sets}})
     gmm = recipe.run_stage("decode_GMM", gmm_decode_stage, work, hmm, data)
-    rows.append({"net": "GMM-HMM", "spec": f"monophone, {FLAGS.max_gauss} Gaussians, MFCC+Δ+ΔΔ", "params": None,
+    context_dependent = hmm.get("senones", "mono") != "mono"
+    rows.append({"net": "GMM-HMM", "spec": f"{_gmm_description(hmm, context_dependent)}, MFCC+Δ+ΔΔ", "params": None,
                  "dev_frame_accuracy": None, "results": {k: gmm[k] for k in sets}})
+    if context_dependent:
+        mono = recipe.run_stage("decode_GMMmono", gmm_decode_stage, work, hmm["mono"], data, "GMM-mono")
+        rows.append({"net": "GMM-HMM mono", "spec": f"{_gmm_description(hmm['mono'], True)}, MFCC+Δ+ΔΔ",
+                     "params": None, "dev_frame_accuracy": None, "results": {k: mono[k] for k in sets}})
     if not recipe.wanted("report"):
         return None
     augment, features = common_flags.augment_from_flags(), common_flags.feature_config_from_flags()
     notes = (f"Data: {json.dumps(data['info'])}; train {data['counts']['train']} utterances, dev "
              f"{data['counts']['dev']} (every test speaker unseen in training). {hmm['num_pdfs']} senones "
-             f"(monophone states); GMM-HMM phone agreement with the synthesiser's timings: "
+             f"({_senone_description(hmm)}); GMM-HMM phone agreement with the synthesiser's timings: "
              f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {features.cmvn} CMVN"
              f"{' with variances' if features.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, "
              f"lr {FLAGS.lr_initial} → {FLAGS.lr_final}, augmentation {json.dumps(augment.to_dict())}. Audio scored "
@@ -549,6 +588,14 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
     print("\n" + table + "\n\n" + notes)
     print(f"report: {os.path.abspath(FLAGS.report_dir)}/results.md")
     return table
+
+
+def _senone_description(hmm: dict) -> str:
+    if hmm.get("senones", "mono") == "mono":
+        return "monophone states"
+    tree = hmm["tree"]
+    return (f"tied triphone states of a decision tree: {tree['num_leaves_split']} leaves split, {tree['num_pdfs']} "
+            f"after clustering, {tree['stop_reason']}; the monophone system had {hmm['mono']['num_pdfs']}")
 
 
 def main(argv):

@@ -78,6 +78,8 @@ class TrainResult:
     seconds: float
     phone_agreement: float | None = None
     skipped_utts: list[dict] = dataclasses.field(default_factory=list)  # {"utt", "reason"}: left out before EM
+    loglik_per_frame: float | None = None  # GMM log-likelihood of the training data, final model and alignment
+    num_gauss: int | None = None
 
 
 def alignable_features(data_dir: str, allow_pipes: bool = False,
@@ -200,7 +202,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
     t2p = hmm_model.tid2pdf(tm)
 
     texts, feats, skipped = alignable_features(data_dir, allow_pipes)
-    graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
+    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
 
     ali: dict[str, np.ndarray] = {}
     all_frames = np.concatenate(list(feats.values()))
@@ -241,11 +243,53 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
         raise ValueError(f"GmmTrainConfig.init must be 'timings' or 'flat', not {cfg.init!r}")
     stats = _accumulate(gmm, feats, pdf_ali)
     gmm.update(stats)
+    tm, gmm, ali, failed, loglik_per_frame = train_gmm_em(gmm, tm, graphs, feats, ali, cfg, out_dir)
+
+    res = write_system(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
+    agreement = None
+    if os.path.exists(ctm_path):
+        agreement = phone_agreement(ali, tm, lang, ctm_path)
+    result = TrainResult(out_dir=out_dir, num_pdfs=tm.num_pdfs, num_frames=int(sum(len(a) for a in ali.values())),
+                         failed_utts=failed, oov_count=oov_count, seconds=round(time.time() - start, 2),
+                         phone_agreement=agreement, skipped_utts=skipped, loglik_per_frame=loglik_per_frame,
+                         num_gauss=gmm.num_gauss, **res)
+    write_train_json(out_dir, cfg, result)
+    return result
+
+
+def write_train_json(out_dir: str, cfg: GmmTrainConfig, result: TrainResult, **extra) -> None:
+    """out_dir/train.json: the configuration, the result and `extra` entries (e.g. the tree's build report)."""
+    with open(os.path.join(out_dir, "train.json"), "w") as f:
+        json.dump({"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result),
+                   "num_gauss": result.num_gauss, **extra}, f, indent=1)
+
+
+def train_gmm_em(gmm: DiagGmmSet, tm: khg.TransitionModel, graphs: dict, feats: dict, ali: dict,
+                 cfg: GmmTrainConfig, out_dir: str) -> tuple[khg.TransitionModel, DiagGmmSet, dict, list[str], float]:
+    """The EM iterations of train_mono.sh / train_deltas.sh from an initial model and alignment.
+
+    Each iteration realigns (on `cfg.realign_iters`, or when there is no alignment yet), re-estimates the GMMs and
+    transition probabilities, and grows the mixtures by equal steps towards `cfg.max_gauss` during the first
+    `cfg.gauss_increase_iters` iterations. The model is then written to out_dir/final.mdl and read back, and the
+    training data are aligned once more with it, so that the returned alignment is exactly what
+    `align_with_model(final.mdl)` gives.
+
+    Args:
+      gmm, tm: the initial model (updated in place until final.mdl is read back).
+      graphs: `{utt: training graph}` (`compile_training_graphs`) over the same tree as `tm`.
+      feats: `{utt: features}`.
+      ali: `{utt: transition ids}` to start from (empty: realign in the first iteration).
+      cfg: GmmTrainConfig.
+      out_dir: where final.mdl goes.
+
+    Returns:
+      (tm, gmm as read back from final.mdl, final alignment, utterances that failed to align, average GMM
+      log-likelihood per frame of the training data under the final model and alignment).
+    """
+    t2p = hmm_model.tid2pdf(tm)
     inc = max(0, (cfg.max_gauss - gmm.num_gauss) // max(1, cfg.gauss_increase_iters))
     target = gmm.num_gauss
-
     align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
-    failed: list[str] = []
     for it in range(1, cfg.num_iters + 1):
         ali, failed, stats = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali,
                                       realign=it in cfg.realign_iters or not ali)
@@ -263,22 +307,11 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
     model_path = os.path.join(out_dir, "final.mdl")
     hmm_model.write_model(model_path, tm, gmm)
     tm, gmm = read_gmm_model(model_path)
-    ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali, realign=True, accumulate=False)
-
-    res = _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
-    agreement = None
-    if os.path.exists(ctm_path):
-        agreement = phone_agreement(ali, tm, lang, ctm_path)
-    result = TrainResult(out_dir=out_dir, num_pdfs=tm.num_pdfs, num_frames=int(sum(len(a) for a in ali.values())),
-                         failed_utts=failed, oov_count=oov_count, seconds=round(time.time() - start, 2),
-                         phone_agreement=agreement, skipped_utts=skipped, **res)
-    with open(os.path.join(out_dir, "train.json"), "w") as f:
-        json.dump({"config": dataclasses.asdict(cfg), "result": dataclasses.asdict(result),
-                   "num_gauss": gmm.num_gauss}, f, indent=1)
-    return result
+    ali, failed, stats = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, ali, realign=True)
+    return tm, gmm, ali, failed, stats.loglik / max(stats.frames, 1)
 
 
-def _training_graphs(lang, lang_dir, tm, tree, texts, data_dir):
+def compile_training_graphs(lang: Lang, lang_dir: str, tm, tree, texts: dict, data_dir: str) -> tuple[dict, int]:
     """Per-utterance training graphs (word ids through L, as compile-train-graphs); returns (graphs, oov_count)."""
     L = read_fst(os.path.join(lang_dir, "L.fst"))
     kaldifst.arcsort(L, sort_type="olabel")
@@ -360,7 +393,7 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
-    graphs, oov_count = _training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
+    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
     align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
     ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, {}, realign=True, accumulate=False)
     os.makedirs(out_dir, exist_ok=True)
@@ -408,7 +441,12 @@ def _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, previous, realign, acc
     return ali, failed, stats
 
 
-def _write_outputs(out_dir, tm, tree, gmm, ali, t2p, lang_dir):
+def write_system(out_dir, tm, tree, gmm, ali, t2p, lang_dir) -> dict:
+    """Writes a trained system to out_dir: final.mdl, tree, phones.txt, ali.ark, pdf_ali.ark, prior_counts.
+
+    Returns:
+      `{model, ali, pdf_ali, prior_counts, tree}` paths.
+    """
     model = os.path.join(out_dir, "final.mdl")
     hmm_model.write_model(model, tm, gmm)
     tree_path = os.path.join(out_dir, "tree")

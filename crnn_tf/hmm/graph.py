@@ -1,6 +1,7 @@
 """Decoding graph HCLG = H o C o L o G, built like Kaldi's utils/mkgraph.sh with kaldifst + kaldi-hmm-gmm.
 
-Steps: LG = determinize*(L_disambig o G) and minimize; CLG = compose_context (monophone: context width 1); H from
+Steps: LG = determinize*(L_disambig o G) and minimize; CLG = compose_context (the tree's context width: 1 for
+monophones, 3 for triphones); H from
 the transition model (``get_h_transducer``); HCLGa = determinize*(H o CLG), disambiguation transition ids removed
 (kaldifst has no fstrmsymbols, so the arcs are relabelled to epsilon), epsilons removed, minimized; finally
 self-loops are added (``add_self_loops``, self-loop scale 0.1, reorder=True) like mkgraph.sh.
@@ -28,8 +29,9 @@ def make_hclg(lang_dir: str, model_path: str, graph_dir: str, *, tm=None, tree=N
       model_path: final.mdl (copied into graph_dir; read for the transition model unless `tm` is given).
       graph_dir: output directory.
       tm: transition model (default: read from model_path).
-      tree: context dependency (default: the monophone tree of the model's topology; pass a Kaldi tree read with
-        `crnn_tf.hmm.model.read_tree` for a context-dependent model).
+      tree: context dependency (default: the Kaldi ``tree`` file beside model_path when there is one, as a triphone
+        system from `crnn_tf.hmm.triphone.train_triphone` or Kaldi has, else the monophone tree of the model's
+        topology).
       transition_scale: scale on transition log-probs in H (default 1.0, mkgraph.sh).
       self_loop_scale: scale on self-loop log-probs (default 0.1, mkgraph.sh).
 
@@ -46,7 +48,9 @@ def make_hclg(lang_dir: str, model_path: str, graph_dir: str, *, tm=None, tree=N
         if not os.path.exists(os.path.join(lang_dir, name)):
             raise FileNotFoundError(f"{lang_dir}/{name} is missing: run prepare_lang and make_grammar first")
     tm = tm if tm is not None else hmm_model.read_transition_model(model_path)
-    tree = tree if tree is not None else hmm_model.monophone_tree(tm.topo)
+    if tree is None:
+        tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
+        tree = hmm_model.read_tree(tree_path) if os.path.exists(tree_path) else hmm_model.monophone_tree(tm.topo)
     L = read_fst(os.path.join(lang_dir, "L_disambig.fst"))
     G = read_fst(os.path.join(lang_dir, "G.fst"))
     kaldifst.arcsort(L, sort_type="olabel")

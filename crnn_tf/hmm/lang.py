@@ -3,7 +3,8 @@
 Layout (a subset of Kaldi's utils/prepare_lang.sh output, same file formats)::
 
     phones.txt words.txt topo oov.txt oov.int L.fst L_disambig.fst G.fst
-    phones/{disambig.int,silence.csl,nonsilence.csl,optional_silence.txt,optional_silence.int}
+    phones/{disambig.int,silence.csl,nonsilence.csl,optional_silence.txt,optional_silence.int,
+            roots.txt,extra_questions.txt}        # the decision tree's roots and extra questions
     lexicon.txt                                   # the pronunciations, for word timing in the decoder
 
 Phones are position-independent; disambiguation symbols #1.. make homophones and prefixes (OH = OW is a prefix of
@@ -190,12 +191,42 @@ def prepare_lang(dict_dir: str, lang_dir: str, *, oov: str = "<UNK>", sil_prob: 
         f.write(f"{pid[optional]}\n")
     with open(os.path.join(lang_dir, "topo"), "w") as f:
         f.write(hmm_model.topology_text([pid[p] for p in silence + nonsilence], num_states))
+    _write_tree_inputs(dict_dir, lang_dir, silence, nonsilence)
     lexicon_fst(lexicon, pid, wid, optional, sil_prob).write(os.path.join(lang_dir, "L.fst"))
     ld = lexicon_fst(lex_disambig, pid, wid, optional, sil_prob)
     kaldifst.add_self_loops(ld, isyms=[pid["#0"]], osyms=[wid["#0"]])  # lets G's #0 back-off arcs through L
     kaldifst.arcsort(ld, sort_type="olabel")
     ld.write(os.path.join(lang_dir, "L_disambig.fst"))
     return Lang(lang_dir)
+
+
+def _lines(path: str) -> list[list[str]]:
+    with open(path) as f:
+        return [line.split() for line in f if line.split()]
+
+
+def _write_tree_inputs(dict_dir: str, lang_dir: str, silence: list[str], nonsilence: list[str]) -> None:
+    """lang/phones/roots.txt and extra_questions.txt, as prepare_lang.sh writes them for build-tree.
+
+    roots.txt: the dict dir's own if it has one, else ``shared split`` and one line of silence_phones.txt or
+    nonsilence_phones.txt per root (Kaldi's default: silence phones are context-independent because tree statistics
+    give them no context, not because of their root). extra_questions.txt: the silence phones, the non-silence
+    phones, then the dict dir's extra_questions.txt lines, if any.
+    """
+    phone_lists = [os.path.join(dict_dir, name) for name in ("silence_phones.txt", "nonsilence_phones.txt")]
+    roots = os.path.join(dict_dir, "roots.txt")
+    if os.path.exists(roots):
+        shutil.copy(roots, os.path.join(lang_dir, "phones", "roots.txt"))
+    else:
+        root_lines = [line for path in phone_lists if os.path.exists(path) for line in _lines(path)]
+        if not os.path.exists(phone_lists[1]):  # nonsilence phones taken from the lexicon: one root each
+            root_lines += [[p] for p in nonsilence]
+        with open(os.path.join(lang_dir, "phones", "roots.txt"), "w") as f:
+            f.write("".join(f"shared split {' '.join(line)}\n" for line in root_lines))
+    extra = os.path.join(dict_dir, "extra_questions.txt")
+    questions = [silence, nonsilence] + (_lines(extra) if os.path.exists(extra) else [])
+    with open(os.path.join(lang_dir, "phones", "extra_questions.txt"), "w") as f:
+        f.write("".join(f"{' '.join(q)}\n" for q in questions if q))
 
 
 def lexicon_fst(lexicon, phone_ids: dict[str, int], word_ids: dict[str, int], sil_phone: str,

@@ -65,9 +65,13 @@ def read_tree(path: str) -> khg.ContextDependency:
       3
     """
     with open(path, "rb") as f:
-        data = f.read()
+        return tree_from_bytes(f.read(), path)
+
+
+def tree_from_bytes(data: bytes, source: str = "<memory>") -> khg.ContextDependency:
+    """kaldi-hmm-gmm's ContextDependency from a binary Kaldi tree file's bytes (`source` names it in errors)."""
     if not data.startswith(b"\0B"):
-        raise ValueError(f"{path}: not a binary Kaldi tree (convert with copy-tree --binary=true)")
+        raise ValueError(f"{source}: not a binary Kaldi tree (convert with copy-tree --binary=true)")
     tree = khg.ContextDependency.__new__(khg.ContextDependency)
     tree.__setstate__((np.frombuffer(data[2:], np.int8).tolist(),))
     return tree

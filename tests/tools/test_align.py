@@ -27,6 +27,19 @@ def test_align_cli(tiny_corpus, tmp_path):
                                  f"--exp={tmp_path / 'k'}"])
     a, b = read_int32_vectors(out["pdf_ali"]), read_int32_vectors(kaldi["pdf_ali"])
     assert all(np.array_equal(a[u], b[u]) for u in a)
+    # --stage=tri1 on the same exp dir: the tree, the triphone system and its graph, as train_deltas.sh leaves them.
+    tri1 = _run("tools.align", [f"--data={tiny_corpus / 'train'}", f"--exp={tmp_path}", "--stage=tri1",
+                                "--num_leaves=80", "--tot_gauss=200", "--tri_iters=2"])
+    for name in ("final.mdl", "tree", "ali.ark", "pdf_ali.ark", "prior_counts", "graph/HCLG.fst"):
+        assert os.path.exists(tmp_path / "tri1" / name), name
+    assert out["num_pdfs"] < tri1["num_pdfs"] <= 80 and not tri1["failed_utts"]
+    assert tri1["loglik_per_frame"] > out["loglik_per_frame"]
+
+
+def test_align_cli_tri1_needs_a_monophone_system_first(tiny_corpus, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "tools.align", f"--data={tiny_corpus / 'train'}",
+                           f"--exp={tmp_path}", "--stage=tri1"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and f"needs {tmp_path}/mono/final.mdl" in proc.stderr and "--stage=mono" in proc.stderr
 
 
 def test_align_cli_names_what_it_skips_and_fails_when_nothing_is_left(tiny_corpus, tmp_path):
