@@ -133,11 +133,7 @@ def main():
     net = keras.Sequential([keras.Input((None, args.input_dim)), layer])
     products = model_products(net, args.infer_frames, args.infer_batch)
     limits = Limits(max(per_step_weight_bytes(products, "float32"), 1 << 20), dtypes=("float32",))
-    floor = limits.floor(products, "float32")
-    results["limits"] = limits.describe()
     results["load_average"] = load_average()
-    results["infer_floor_seconds"] = floor
-    results["infer_floor_fraction"] = floor / infer_seconds
 
     if not args.no_torch:
         try:
@@ -158,7 +154,6 @@ def main():
 
     print(f"PeepholeLSTMP({args.units}, projection {args.projection}), input {args.input_dim}, TF {tf.__version__}")
     print(f"CPU: {cpu_description()}; load average {results['load_average']:.1f}")
-    print(f"floors: {results['limits']}")
     print(f"training, batch {args.batch} x {args.frames} frames:")
     for name, fps in results["train_frames_per_s"].items():
         print(f"  {name:32s} {fps:10.0f} frames/s")
@@ -168,12 +163,14 @@ def main():
     print(f"inference, batch {args.infer_batch} x {args.infer_frames} frames:")
     for name, fps in results["infer_frames_per_s"].items():
         print(f"  {name:32s} {fps:10.0f} frames/s")
-    report = FloorReport()
-    print(f"  PeepholeLSTMP: {report.fraction('PeepholeLSTMP inference', infer_seconds, floor)}")
+    results["infer_floor_fraction"] = limits.floor(products, "float32") / infer_seconds
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
-    report.check()
+    report = FloorReport(limits)
+    report.add(f"PeepholeLSTMP inference, batch {args.infer_batch} x {args.infer_frames} frames", infer_seconds,
+               products, "float32")
+    report.print_all()
 
 
 if __name__ == "__main__":
