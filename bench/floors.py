@@ -203,8 +203,8 @@ class Limits:
     """The machine's rooflines and the bandwidth over a weight-sized buffer, measured in the bench's own run.
 
     Other processes on a shared machine lower every figure while they run, and a roofline measured in such a moment
-    would raise the floors above what the machine can do; `remeasure` (at the end of a bench) keeps the best of
-    each figure, so the floors only come down.
+    would raise the floors above what the machine can do; `remeasure` (between a bench's figures, as often as they
+    are timed) keeps the best of each limit, so the floors only come down.
 
     Args:
       bandwidth_bytes: size of the buffer the bandwidth is measured over (the per-frame weight bytes of the

@@ -104,11 +104,6 @@ class LayerChain:
         kept = [v for layer in self.layers for v in layer.weights if id(v) not in replaced]
         return kept + [v for stored in self.stored_matrices for v in stored.variables]
 
-    @property
-    def matrix_bytes(self):
-        """Bytes of the stored matrices (0 for float32 storage)."""
-        return sum(stored.nbytes for stored in self.stored_matrices)
-
     def _check_against(self, model):
         """Refuses models that are not a plain chain: the chain must reproduce the model's logits."""
         x = np.random.default_rng(0).normal(size=(2, 5, self.input_dim)).astype(np.float32)

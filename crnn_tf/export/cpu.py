@@ -1,8 +1,8 @@
 """What this CPU can do for narrow weights, and what an export of each `--compute_dtype` stores and multiplies in.
 
 bf16 products are fast only where the CPU has AVX512_BF16 or AMX-BF16 (oneDNN otherwise emulates them, slower than
-float32); int8 weights are expanded to the product dtype in the graph (see `crnn_tf.layers.stored_matrix`), so int8
-needs no VNNI but runs its products in bf16 only where bf16 is fast. Tests monkeypatch `cpu_flags` to take either
+float32); int8 weights are expanded to the product dtype in the graph (see `crnn_tf.layers.stored_matrix`: TF 2.17
+has no int8 product fast enough to use), so int8 needs no VNNI but runs its products in bf16 only where bf16 is fast. Tests monkeypatch `cpu_flags` to take either
 path on any machine.
 """
 import dataclasses
@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "int8")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_flags():
@@ -30,11 +29,6 @@ def cpu_flags():
 def has_fast_bfloat16():
     """True when the CPU multiplies bf16 natively (AVX512_BF16 or AMX-BF16)."""
     return bool(cpu_flags() & set(BF16_FLAGS))
-
-
-def has_int8_dot():
-    """True when the CPU has int8 dot-product instructions (VNNI or AMX-INT8)."""
-    return bool(cpu_flags() & set(INT8_DOT_FLAGS))
 
 
 @dataclasses.dataclass(frozen=True)
