@@ -4,8 +4,10 @@ Prints, as ratios against peers timed in this process:
   * training-step frames/s (forward + backward + SGD update) of PeepholeLSTMP(1024, projection 512)
     vs keras.layers.LSTM(1024), and vs torch.nn.LSTM(proj_size=512) when torch is installed
     (`pip install torch==2.13.0`; kept out of the default install);
-  * batch-16 inference frames/s and the fraction of the float32 matmul roofline, where the roofline is the
-    time the same matrix products take alone (measured here, same shapes) — what a perfect loop would cost.
+  * batch-16 inference frames/s and the fraction of its floor (bench/floors.py, measured in this run): each of the
+    layer's products at the machine's float32 matmul roofline (best of several large shapes) or, where that is
+    less, reading its weights at the bandwidth of a product loop over weights of that size. A fraction above
+    100 % is a bench bug and fails the run.
 
 Usage: python bench/lstmp_speed.py [--batch 32] [--frames 15] [--input_dim 512] [--json out.json]
 """
@@ -17,10 +19,16 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.floors import FloorReport, Limits, cpu_description, load_average, model_products  # noqa: E402
+from bench.floors import per_step_weight_bytes  # noqa: E402
 from crnn_tf.layers import PeepholeLSTMP  # noqa: E402
 
 
@@ -82,28 +90,6 @@ def torch_steps(x_np, units, proj, threads):
     return train, infer, torch.__version__
 
 
-def matmul_roofline_seconds(shapes, min_seconds, chain=20):
-    """Seconds that the given (m, k, n, count) float32 products take when run alone.
-
-    Each shape is timed as `chain` independent products inside one graph, reduced to a scalar, so neither
-    the per-call overhead nor copying a large result out is counted.
-    """
-    total = 0.0
-    rates = {}
-    for m, k, n, count in shapes:
-        lhs = [tf.random.normal([m, k]) for _ in range(chain)]
-        rhs = tf.random.normal([k, n])
-
-        @tf.function
-        def products(lhs=lhs, rhs=rhs):
-            return tf.add_n([tf.matmul(a, rhs)[0, 0] for a in lhs])
-
-        seconds = _time(lambda: products().numpy(), min_seconds) / chain
-        rates[f"{m}x{k}x{n}"] = 2.0 * m * k * n / seconds / 1e9
-        total += seconds * count
-    return total, rates
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--units", type=int, default=1024)
@@ -144,11 +130,10 @@ def main():
     layer = PeepholeLSTMP(args.units, projection_units=args.projection)
     infer_seconds = _time(keras_inference(layer, tf.constant(x_inf)), args.seconds)
     results["infer_frames_per_s"] = {"PeepholeLSTMP": infer_frames / infer_seconds}
-    b, n, p, d, t = args.infer_batch, args.units, args.projection, args.input_dim, args.infer_frames
-    roofline, rates = matmul_roofline_seconds(
-        [(b * t, d, 4 * n, 1), (b, p, 4 * n, t), (b, n, p, t)], args.seconds / 3)
-    results["matmul_gflops"] = rates
-    results["infer_roofline_fraction"] = roofline / infer_seconds
+    net = keras.Sequential([keras.Input((None, args.input_dim)), layer])
+    products = model_products(net, args.infer_frames, args.infer_batch)
+    limits = Limits(max(per_step_weight_bytes(products, "float32"), 1 << 20), dtypes=("float32",))
+    results["load_average"] = load_average()
 
     if not args.no_torch:
         try:
@@ -167,8 +152,8 @@ def main():
             results["infer_frames_per_s"]["torch.nn.LSTM(proj_size)"] = infer_frames / torch_infer_seconds
             results["infer_ratio_vs_torch_lstmp"] = torch_infer_seconds / infer_seconds
 
-    print(f"PeepholeLSTMP({args.units}, projection {args.projection}), input {args.input_dim}, "
-          f"{threads} CPU threads, TF {tf.__version__}")
+    print(f"PeepholeLSTMP({args.units}, projection {args.projection}), input {args.input_dim}, TF {tf.__version__}")
+    print(f"CPU: {cpu_description()}; load average {results['load_average']:.1f}")
     print(f"training, batch {args.batch} x {args.frames} frames:")
     for name, fps in results["train_frames_per_s"].items():
         print(f"  {name:32s} {fps:10.0f} frames/s")
@@ -178,11 +163,14 @@ def main():
     print(f"inference, batch {args.infer_batch} x {args.infer_frames} frames:")
     for name, fps in results["infer_frames_per_s"].items():
         print(f"  {name:32s} {fps:10.0f} frames/s")
-    print(f"  fraction of the float32 matmul roofline:   {results['infer_roofline_fraction']:.0%}"
-          f"  (matmul GFLOP/s: {', '.join(f'{k} {v:.0f}' for k, v in rates.items())})")
+    results["infer_floor_fraction"] = limits.floor(products, "float32") / infer_seconds
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    report = FloorReport(limits)
+    report.add(f"PeepholeLSTMP inference, batch {args.infer_batch} x {args.infer_frames} frames", infer_seconds,
+               products, "float32")
+    report.print_all()
 
 
 if __name__ == "__main__":

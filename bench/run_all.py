@@ -24,14 +24,16 @@ ROOT = HERE.parent
 # GEMM, which runs large products at about half oneDNN's speed, so the LSTMP figures are taken both ways.
 BENCHMARKS = [
     ("lstmp_speed.py", [], "PeepholeLSTMP(1024, proj 512) vs keras.layers.LSTM(1024) vs torch LSTM(proj_size=512): "
-                           "training frames/s, batch-16 inference frames/s, fraction of the matmul roofline"),
+                           "training frames/s, batch-16 inference frames/s, fraction of its floor (bench/floors.py)"),
     ("lstmp_speed.py", [], "the same with TensorFlow's oneDNN kernels switched on", {"TF_ENABLE_ONEDNN_OPTS": "1"}),
     ("clstm_speed.py", [], "CLSTM folded (patches in the batch) vs an explicit per-patch loop; feature-major vs "
                            "batch-major inference loop"),
     ("pipeline_speed.py", [], "tf.data recurrent pipeline from TFRecords and on-the-fly fbank from audio, frames/s"),
     ("train_speed.py", [], "training frames/s of the paper's Lstm2000P750 and best CLSTM at paper scale"),
-    ("serving_load.py", [], "SavedModel scoring RTF in process and through the server (batch 1 and 16 concurrent "
-                            "clients); serving throughput/latency; stream_step latency"),
+    ("serving_load.py", [], "SavedModel scoring RTF of float32, bfloat16 and int8 exports in process and through the "
+                            "server (batch 1 and 16 concurrent clients), each as a fraction of its floor measured in "
+                            "the run; serving throughput/latency; stream_step latency and per-stream cost of 1, 4, 16 "
+                            "concurrent served streams"),
     ("decode_speed.py", [], "HMM decoder real-time factor"),
     ("tree_speed.py", [], "decision tree (acc-tree-stats + cluster-phones + build-tree) on 1,500 utterances, seconds "
                           "(goal < 60) and as a multiple of one monophone GMM statistics pass"),

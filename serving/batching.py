@@ -21,6 +21,9 @@ from serving.errors import ServingError
 log = logging.getLogger(__name__)
 
 TIME_ALIGNED_SIGNATURES = ("serving_default", "stream_step")
+# Signatures whose batches for one key run one at a time: concurrent streams' steps that arrive while a step batch
+# runs all join the next one, so each step reads the weights once for every stream instead of once per worker.
+SERIAL_SIGNATURES = ("stream_step",)
 
 
 class _Task:
@@ -66,15 +69,19 @@ class Batcher:
       num_threads: worker threads running batches. Default 2.
       max_time_padding: a request joins a padded batch only if padding wastes at most this fraction of frames.
         Default 0.5.
+      serial_signatures: signatures whose batches of one (version, shapes) key never run side by side on two
+        workers (see SERIAL_SIGNATURES). Default SERIAL_SIGNATURES.
     """
 
     def __init__(self, max_batch_size=16, batch_timeout_s=0.002, max_enqueued=256, num_threads=2,
-                 max_time_padding=0.5):
+                 max_time_padding=0.5, serial_signatures=SERIAL_SIGNATURES):
         self.max_batch_size = max(1, int(max_batch_size))
         self.batch_timeout_s = float(batch_timeout_s)
         self.max_enqueued = int(max_enqueued)
         self.max_time_padding = float(max_time_padding)
+        self.serial_signatures = tuple(serial_signatures)
         self._pending = collections.deque()
+        self._running_serial = set()  # keys of serial-signature batches now running
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
@@ -116,11 +123,10 @@ class Batcher:
     def _take_batch(self):
         """Blocks until a batch is due; returns its tasks (None when closed and drained)."""
         with self._cond:
-            while not self._pending:
-                if self._closed:
+            while (head := self._next_head()) is None:
+                if self._closed and not self._pending:
                     return None
                 self._cond.wait()
-            head = self._pending[0]
             key = head.key()
             deadline = head.enqueued + self.batch_timeout_s
             while not self._closed:
@@ -129,8 +135,8 @@ class Batcher:
                 if rows >= self.max_batch_size or remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            if not self._pending or self._pending[0] is not head:
-                return []  # another worker took it; look again
+            if head not in self._pending or self._is_blocked(head):
+                return []  # another worker took it, or started a batch of its key; look again
             batch, rows, longest = [], 0, 0
             for task in list(self._pending):
                 if task.key() != key or (batch and rows + task.rows > self.max_batch_size):
@@ -144,7 +150,16 @@ class Batcher:
                 rows += task.rows
                 longest = max(longest, task.time or 0)
                 self._pending.remove(task)
+            if head.signature.name in self.serial_signatures:
+                self._running_serial.add(key)
             return batch
+
+    def _is_blocked(self, task):
+        return task.signature.name in self.serial_signatures and task.key() in self._running_serial
+
+    def _next_head(self):
+        """The oldest pending task that may start a batch now (None when there is none)."""
+        return next((task for task in self._pending if not self._is_blocked(task)), None)
 
     def _work(self):
         while True:
@@ -152,7 +167,12 @@ class Batcher:
             if batch is None:
                 return
             if batch:
-                self._run(batch)
+                try:
+                    self._run(batch)
+                finally:
+                    with self._cond:
+                        self._running_serial.discard(batch[0].key())
+                        self._cond.notify_all()  # the tasks its run held back may start a batch now
 
     def _run(self, batch):
         log.debug("running %d requests, %d rows", len(batch), sum(t.rows for t in batch))

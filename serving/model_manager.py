@@ -145,6 +145,20 @@ def _shape(shape):
     return "[" + ", ".join("?" if d is None else str(d) for d in shape.as_list()) + "]"
 
 
+def slow_product_warning(metadata):
+    """Why this CPU serves the export slower than a float32 one (its products are bf16 and the CPU has no native
+    bf16), or "" when it does not; the export chose its products on the machine that exported it."""
+    if not metadata or metadata.get("matmul_dtype") != "bfloat16":
+        return ""
+    from crnn_tf.export.cpu import BF16_FLAGS, has_fast_bfloat16
+
+    if has_fast_bfloat16():
+        return ""
+    return (f"exported with bf16 products ({metadata.get('compute_dtype')} weights), but this CPU has none of "
+            f"{', '.join(f.upper() for f in BF16_FLAGS)}: they are emulated, slower than float32; re-export with "
+            "--compute_dtype=float32 for this machine")
+
+
 class Servable:
     """One loaded version.
 
@@ -166,6 +180,9 @@ class Servable:
                                   if key in self.signatures}
         metadata_file = self.path / "assets" / METADATA_ASSET
         self.metadata = json.loads(metadata_file.read_text()) if metadata_file.exists() else None
+        self.cpu_warning = slow_product_warning(self.metadata)
+        if self.cpu_warning:
+            log.warning("%s version %d: %s", self.name, self.version, self.cpu_warning)
         self.warmup_requests = self._warm_up()
 
     def _warm_up(self):

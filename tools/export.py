@@ -27,7 +27,10 @@ def define_flags():
     flags.DEFINE_integer("version", None, "Version number (default: one more than the newest existing).")
     flags.DEFINE_float("prior_scale", 1.0, "Scale of the log priors subtracted from the log posteriors.")
     flags.DEFINE_float("prior_floor", 1e-8, "Relative floor of the priors (crnn_tf.data.priors.log_priors).")
-    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16"], "Dtype of the network's matrix products.")
+    flags.DEFINE_enum("compute_dtype", "float32", ["float32", "bfloat16", "int8"],
+                      "Storage of the large weight matrices: float32; bfloat16 (bf16 weights and products, float32 "
+                      "state); int8 (per-channel int8 weights expanded to bf16 in the graph). Without AVX512_BF16/AMX "
+                      "on this CPU, bfloat16 falls back to float32 and int8 multiplies in float32 (with a warning).")
     flags.DEFINE_list("signatures", ["serving_default", "waveform", "stream_step"], "Signatures to export.")
     flags.DEFINE_string("cmvn_stats", None, "Global CMVN statistics (.npy, [2, num_bands+1]) for cmvn='global'.")
     flags.mark_flag_as_required("export_base")

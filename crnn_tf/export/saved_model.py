@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from crnn_tf.export import signatures as sig
 from crnn_tf.export.chain import LayerChain, NotStreamableError
+from crnn_tf.export.cpu import plan_weights
 from crnn_tf.features import FeatureConfig, speaker_cmvn_stats
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,10 @@ class ExportMetadata:
       model_spec: the model spec string, or None.
       manifest_hash: the training data manifest's fingerprint, or None.
       num_bands, num_streams: the model's input geometry, or None.
-      compute_dtype: "float32" or "bfloat16" (dtype of the network's matrix products). Default "float32".
+      compute_dtype: "float32", "bfloat16" or "int8": how the large matrices are stored (what the export was
+        asked for, after the CPU check: see `crnn_tf.export.cpu.plan_weights`). Default "float32".
+      matmul_dtype: "float32" or "bfloat16", the dtype of the network's matrix products. Default "float32".
+      requested_compute_dtype: the `--compute_dtype` asked for, or None (the same as compute_dtype). Default None.
       signatures: names of the exported signatures.
       states: for stream_step, list of {"name", "shape"} (shape without batch), in signature order.
       extra: free-form JSON-serialisable dict (e.g. the training config).
@@ -72,6 +76,8 @@ class ExportMetadata:
     num_bands: int | None = None
     num_streams: int | None = None
     compute_dtype: str = "float32"
+    matmul_dtype: str = "float32"
+    requested_compute_dtype: str | None = None
     signatures: list = dataclasses.field(default_factory=list)
     states: list = dataclasses.field(default_factory=list)
     extra: dict = dataclasses.field(default_factory=dict)
@@ -122,8 +128,10 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
         "global". Default None. With "speaker", `waveform` takes a third input instead, `cmvn_stats`
         [batch, 2, num_bands + 1] float64: each request's speaker statistics (`speaker_cmvn_stats`).
       model_spec, manifest_hash, prior_counts, prior_floor, num_bands, num_streams, extra: metadata only.
-      compute_dtype: None/"float32" (default) or "bfloat16" (mixed precision: bf16 matrix products, float32
-        variables and outputs).
+      compute_dtype: None/"float32" (default), "bfloat16" (the large matrices stored in bf16 and multiplied in
+        bf16 with float32 accumulation; states, gates and outputs float32) or "int8" (per-channel int8 matrices,
+        expanded in the graph to bf16 for the products). On a CPU without AVX512_BF16/AMX a warning says so, and
+        "bfloat16" exports float32 while "int8" multiplies in float32 (`crnn_tf.export.cpu.plan_weights`).
       signatures: which of `ALL_SIGNATURES` to export. Default all. A signature the model cannot support is
         skipped with a warning (`waveform` without a usable feature config, `stream_step` for a model that
         splices future frames); asking for none that can be exported is an error.
@@ -136,10 +144,8 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
         raise ValueError(f"unknown signatures {unknown}; choose from {ALL_SIGNATURES}")
     if label_delay < 0:
         raise ValueError(f"label_delay must be >= 0, got {label_delay}")
-    policy = {None: None, "float32": None, "bfloat16": "mixed_bfloat16"}
-    if compute_dtype not in policy:
-        raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {compute_dtype!r}")
-    chain = LayerChain(model, compute_dtype=policy[compute_dtype])
+    plan = plan_weights(compute_dtype)
+    chain = LayerChain(model, plan.storage, plan.matmul_dtype)
     num_senones = int(model.outputs[0].shape[-1])
     if log_prior is not None and np.shape(log_prior) != (num_senones,):
         raise ValueError(f"log_prior has shape {np.shape(log_prior)}, the model has {num_senones} outputs")
@@ -213,11 +219,12 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
         prior_counts=None if prior_counts is None else [float(v) for v in np.asarray(prior_counts)],
         prior_floor=prior_floor, feature_config=None if feature_config is None else feature_config.to_dict(),
         model_spec=model_spec or getattr(model, "spec", None), manifest_hash=manifest_hash,
-        num_bands=num_bands, num_streams=num_streams, compute_dtype=compute_dtype or "float32",
+        num_bands=num_bands, num_streams=num_streams, compute_dtype=plan.storage, matmul_dtype=plan.matmul_dtype,
+        requested_compute_dtype=plan.requested,
         signatures=sorted(functions),
         states=[{"name": name, "shape": list(shape)} for name, shape in chain.state_specs]
         if "stream_step" in functions else [],
-        extra=dict(extra or {}))
+        extra={**(extra or {}), **({"compute_dtype_note": plan.note} if plan.note else {})})
     return _write(module, functions, metadata, pathlib.Path(export_base) / model_name, version,
                   _warmup_inputs(functions, dim, feature_config, chain.state_specs))
 

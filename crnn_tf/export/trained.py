@@ -17,7 +17,7 @@ def export_trained(model_dir, export_base, model_name, version=None, *, which="b
       which: "best" (best dev frame accuracy) or "latest" checkpoint. Default "best".
       prior_scale: scale of the log priors subtracted from the log posteriors. Default 1.0.
       prior_floor: relative prior floor (`crnn_tf.data.priors.log_priors`). Default 1e-8.
-      compute_dtype: None/"float32" or "bfloat16". Default None.
+      compute_dtype: None/"float32", "bfloat16" or "int8" (see `export_saved_model`). Default None.
       signatures: which of `ALL_SIGNATURES`. Default all.
       cmvn_stats: global CMVN statistics for a `cmvn="global"` feature config's waveform signature. Default None:
         the training data's, saved in the model dir.

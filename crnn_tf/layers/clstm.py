@@ -91,6 +91,10 @@ class CLSTM(keras.layers.Layer):
         if self.num_bands is not None:
             self._check_geometry(self.num_bands)
 
+    def store_matrices(self, storage, matmul_dtype=None):
+        """`PeepholeLSTMP.store_matrices` of the shared patch LSTM (inference only); returns its `StoredMatrix` list."""
+        return self.patch_lstm.store_matrices(storage, matmul_dtype)
+
     def _check_geometry(self, num_bands):
         if num_bands < self.patch_size:
             raise ValueError(f"{self.name}: patch_size {self.patch_size} is wider than the {num_bands} bands")

@@ -25,6 +25,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from crnn_tf.layers.stored_matrix import matmul as mixed_matmul
+
 
 @dataclasses.dataclass(frozen=True)
 class RecurrenceOptions:
@@ -134,7 +136,7 @@ def _step(z, mask_t, c_prev, r_prev, peepholes, project, opts, axis=-1):
 
 
 def _projector(projection_kernel):
-    return None if projection_kernel is None else (lambda m: tf.matmul(m, projection_kernel))
+    return None if projection_kernel is None else (lambda m: mixed_matmul(m, projection_kernel))
 
 
 def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, opts: RecurrenceOptions):
@@ -142,7 +144,8 @@ def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, op
 
     Args:
       xw: (T, B, 4N) input transform. mask: (T, B, 1) float 0/1 or None. c0: (B, N). r0: (B, P).
-      recurrent_kernel: (P, 4N). peepholes: (3, N) or None. projection_kernel: (N, P) or None.
+      recurrent_kernel: (P, 4N). peepholes: (3, N) or None. projection_kernel: (N, P) or None. The kernels may be
+        narrower than the state (bf16 weights, float32 state: `stored_matrix.matmul`).
 
     Returns:
       (outputs (T, B, P), c_T, r_T).
@@ -153,7 +156,7 @@ def forward(xw, mask, c0, r0, recurrent_kernel, peepholes, projection_kernel, op
     def body(t, carry):
         c, r, ys = carry
         mask_t = None if mask is None else _read(mask, t, opts.unroll)
-        z = _read(xw, t, opts.unroll) + tf.matmul(r, recurrent_kernel)
+        z = _read(xw, t, opts.unroll) + mixed_matmul(r, recurrent_kernel)
         c, r, y, _ = _step(z, mask_t, c, r, peepholes, project, opts)
         return c, r, _Buffer.write(ys, t, y, opts.unroll)
 
@@ -189,13 +192,13 @@ def forward_feature_major(x, kernel, bias, mask, c0, r0, recurrent_kernel, peeph
     bias = bias[:, None]
     peepholes = None if peepholes is None else peepholes[:, :, None]
     projection = None if projection_kernel is None else tf.transpose(projection_kernel)
-    project = None if projection is None else (lambda m: tf.matmul(projection, m))
+    project = None if projection is None else (lambda m: mixed_matmul(projection, m))
     mask = None if mask is None else tf.transpose(mask, [0, 2, 1])  # (T, 1, B)
 
     def body(t, carry):
         c, r, ys = carry
         mask_t = None if mask is None else _read(mask, t, opts.unroll)
-        z = tf.matmul(stacked_kernel, tf.concat([_read(inputs, t, opts.unroll), r], 0)) + bias
+        z = mixed_matmul(stacked_kernel, tf.concat([_read(inputs, t, opts.unroll), r], 0)) + bias
         c, r, y, _ = _step(z, mask_t, c, r, peepholes, project, opts, axis=0)
         return c, r, _Buffer.write(ys, t, y, opts.unroll)
 

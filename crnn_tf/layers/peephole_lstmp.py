@@ -4,6 +4,9 @@ import tensorflow as tf
 from keras import ops
 
 from crnn_tf.layers import lstmp_recurrence
+from crnn_tf.layers.stored_matrix import StoredMatrix, matmul as mixed_matmul
+
+MATRIX_WEIGHTS = ("kernel", "recurrent_kernel", "projection_kernel")  # the ones `store_matrices` narrows
 
 
 @keras.saving.register_keras_serializable(package="crnn_tf")
@@ -108,6 +111,7 @@ class PeepholeLSTMP(keras.layers.Layer):
         self.projection_initializer = keras.initializers.get(projection_initializer)
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
+        self._stored_matrices = {}
 
     @property
     def output_units(self):
@@ -147,6 +151,27 @@ class PeepholeLSTMP(keras.layers.Layer):
                             name="projection_kernel")
             if self.projection_units else None)
 
+    def store_matrices(self, storage, matmul_dtype=None):
+        """Makes inference read the matrix weights (`MATRIX_WEIGHTS`) from `StoredMatrix` copies in `storage`.
+
+        For exported graphs: products then run in the stored dtype while the state and gate arithmetic stay in the
+        layer's compute dtype (see `crnn_tf.layers.stored_matrix`). The Keras variables are left as they are;
+        calling the layer with `training=True` afterwards is an error.
+
+        Args:
+          storage: "float32", "bfloat16" or "int8".
+          matmul_dtype: see `StoredMatrix`. Default None (its default for the storage).
+
+        Returns:
+          list of the `StoredMatrix` objects (what an export must track and save instead of those variables).
+        """
+        if not self.built:
+            raise ValueError(f"{self.name}: build the layer before storing its matrices")
+        self._stored_matrices = {
+            name: StoredMatrix(getattr(self, name).numpy(), storage, matmul_dtype, name=f"{self.name}_{name}")
+            for name in MATRIX_WEIGHTS if getattr(self, name) is not None}
+        return list(self._stored_matrices.values())
+
     def _options(self, num_frames):
         unroll = bool(self.unroll) and num_frames is not None
         return lstmp_recurrence.RecurrenceOptions(
@@ -158,9 +183,16 @@ class PeepholeLSTMP(keras.layers.Layer):
         inputs = tf.cast(inputs, dtype)
         batch = tf.shape(inputs)[0]
         num_frames = inputs.shape[1]
+        if training and self._stored_matrices:
+            raise ValueError(f"{self.name}: its matrices are stored for inference (store_matrices); it cannot train")
 
         def weight(w):
             return None if w is None else tf.cast(tf.convert_to_tensor(w), dtype)
+
+        def matrix(name):
+            stored = self._stored_matrices.get(name)
+            # A stored matrix keeps its own (narrower) dtype: the products cast the activations instead.
+            return weight(getattr(self, name)) if stored is None else stored.value()
 
         # Time-major before the input transform: transposing (T, B, D) is cheaper than (T, B, 4N).
         x = tf.transpose(inputs, [1, 0, 2])
@@ -174,13 +206,13 @@ class PeepholeLSTMP(keras.layers.Layer):
             if len(initial_state) != 2:
                 raise ValueError(f"{self.name}: initial_state must be [c, r], got {len(initial_state)} tensors")
             c0, r0 = (tf.cast(s, dtype) for s in initial_state)
-        recurrence = (weight(self.recurrent_kernel), weight(self.peephole_kernel), weight(self.projection_kernel),
+        recurrence = (matrix("recurrent_kernel"), weight(self.peephole_kernel), matrix("projection_kernel"),
                       self._options(num_frames))
         if self.feature_major_inference and not training:
             ys, c_T, r_T = lstmp_recurrence.forward_feature_major(
-                x, weight(self.kernel), weight(self.bias), time_mask, c0, r0, *recurrence)
+                x, matrix("kernel"), weight(self.bias), time_mask, c0, r0, *recurrence)
         else:
-            xw = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), weight(self.kernel)) + weight(self.bias)
+            xw = mixed_matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), matrix("kernel")) + weight(self.bias)
             xw = tf.reshape(xw, [tf.shape(x)[0], batch, 4 * self.units])
             if num_frames is not None:
                 xw = tf.ensure_shape(xw, [num_frames, None, 4 * self.units])

@@ -64,6 +64,48 @@ def test_full_queue_is_resource_exhausted_and_batches_pad_time():
     assert max(shape[0] for shape in signature.calls) >= 2  # something was batched
 
 
+@pytest.mark.parametrize("signature_name,most_at_once", [("stream_step", 1), ("serving_default", 2)])
+def test_stream_steps_of_one_model_run_one_batch_at_a_time(signature_name, most_at_once):
+    """Two workers: while one stream_step batch runs, the steps that arrive wait and then run as ONE batch (one read
+    of the weights for all streams); other signatures may run two batches side by side."""
+    running, most, lock = [0], [0], threading.Lock()
+    first_started = threading.Event()
+
+    def step(inputs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        first_started.set()
+        threading.Event().wait(0.2)
+        with lock:
+            running[0] -= 1
+        return {"y": inputs["features"] + 1}
+
+    servable = types.SimpleNamespace(metadata={})
+    signature = _Sig(signature_name, step)
+    batcher = Batcher(max_batch_size=16, batch_timeout_s=0.001, num_threads=2)
+    results = {}
+
+    def submit(key):
+        results[key] = batcher.submit(servable, signature, {"features": np.full((1, 3, 2), key, np.float32)})
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert first_started.wait(10)
+    others = [threading.Thread(target=submit, args=(k,)) for k in range(1, 5)]
+    for thread in others:
+        thread.start()
+        threading.Event().wait(0.01)  # one by one, as independent streams' steps arrive
+    for thread in [first, *others]:
+        thread.join(10)
+    batcher.close()
+    assert most[0] == most_at_once
+    if signature_name == "stream_step":
+        assert [shape[0] for shape in signature.calls] == [1, 4]
+    for key, outputs in results.items():
+        np.testing.assert_array_equal(outputs["y"], np.full((1, 3, 2), key + 1, np.float32))
+
+
 def test_recognizer_scores_then_decodes():
     seen = {}
 
