@@ -70,6 +70,21 @@ def define_dataclass_flags(cls, *, exclude=(), choices=None, required=(), defaul
     return names
 
 
+def validate_dropout_flag() -> None:
+    """Checks `--dropout` when the flags are parsed (`crnn_tf.models.check_dropout`), so that a bad rate stops the
+    tool before any work, as a usage error naming the flag."""
+    from crnn_tf.models import check_dropout
+
+    def valid(rate):
+        try:
+            check_dropout(rate)
+        except ValueError as error:
+            raise flags.ValidationError(str(error)) from None
+        return True
+
+    flags.register_validator("dropout", valid)
+
+
 def define_augment_flags(defaults=None) -> None:
     """One `--augment_<field>` flag per `AugmentConfig` field, help text from its docstring.
 

@@ -23,6 +23,7 @@ Examples:
     crnn-recipe --work_dir=exp/synth_on_fsdd --fsdd=... --fsdd_test_speakers=all --fsdd_train_speakers=none
     crnn-recipe ... --extra_train=data/mine/train --test_sets=mine=data/mine/test --stage=5
     crnn-recipe --work_dir=exp/demo_tri1 --senones=tri1 --num_leaves=300 --tot_gauss=1500   # CD-DNN-HMM
+    crnn-recipe --work_dir=exp/demo_dropout --dropout=0.2     # every net with dropout 0.2 (beside SpecAugment)
 
 Senones: monophone states by default; with --senones=tri1 a decision tree is built on the monophone alignment
 (`crnn_tf.hmm.triphone`), the nets learn its tied triphone states and decode with its graph, and the report has both
@@ -83,6 +84,11 @@ def define_flags():
                       "at demo scale.")
     flags.DEFINE_float("lr_initial", 2e-3, "Initial learning rate (exponential decay to lr_final).")
     flags.DEFINE_float("lr_final", 2e-4, "Final learning rate.")
+    flags.DEFINE_float("dropout", 0.0, "Dropout rate of every net, in [0, 1): the fraction of each hidden block's "
+                       "outputs zeroed in training (after every ReLU, Maxout, Conv/CLstm and Lstm block; not the "
+                       "features, the logits or the recurrent state), as crnn-train --dropout; 0 = none. A regulariser "
+                       "beside SpecAugment (--augment_*), in training only: the exports score without it.")
+    common_flags.validate_dropout_flag()
     # The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
     # variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
     # request's speaker stats.
@@ -272,7 +278,7 @@ def train_stage(work: pathlib.Path, name: str, spec: str, features: dict) -> dic
 
     config = TrainConfig(model_spec=spec, train_data=features["train"]["path"], dev_data=features["dev"]["path"],
                          model_dir=str(work / "models" / name), epochs=FLAGS.epochs, optimizer=FLAGS.optimizer,
-                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, seed=FLAGS.seed,
+                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout, seed=FLAGS.seed,
                          augment=common_flags.augment_from_flags(), progress=False)
     return train(config)
 
@@ -577,7 +583,8 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
              f"({_senone_description(hmm)}); GMM-HMM phone agreement with the synthesiser's timings: "
              f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {features.cmvn} CMVN"
              f"{' with variances' if features.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, "
-             f"lr {FLAGS.lr_initial} → {FLAGS.lr_final}, augmentation {json.dumps(augment.to_dict())}. Audio scored "
+             f"lr {FLAGS.lr_initial} → {FLAGS.lr_final}{f', dropout {FLAGS.dropout:g}' if FLAGS.dropout else ''}, "
+             f"augmentation {json.dumps(augment.to_dict())}. Audio scored "
              f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop; acoustic scale "
              f"(tried {', '.join(FLAGS.acoustic_scales)}) and word insertion penalty (tried "
              f"{', '.join(FLAGS.word_insertion_penalties)}) chosen on the dev set of each test set's domain "

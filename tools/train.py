@@ -7,6 +7,8 @@ Examples:
   crnn-train ... --strategy=mirrored --cpu_devices=2
   # real speech: audio-mode data, speed perturbation and SpecAugment (see docs/training.md, "Augmentation")
   crnn-train ... --augment_speed_factors=0.9,1.0,1.1 --augment_time_masks=2 --augment_freq_masks=2
+  # dropout on every hidden block's outputs (see docs/training.md, "Dropout")
+  crnn-train ... --dropout=0.2
   # cluster (set TF_CONFIG per process; see docs/training.md):
   TF_CONFIG='{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": 0}}' crnn-train ... --strategy=multi_worker
 
@@ -40,6 +42,7 @@ def define_flags():
     _CONFIG_FLAGS[:] = common_flags.define_dataclass_flags(
         TrainConfig, exclude=derived, required=("model_spec", "train_data", "model_dir"),
         choices={"strategy": STRATEGIES, "optimizer": OPTIMIZERS, "on_nan": NAN_POLICIES})
+    common_flags.validate_dropout_flag()
     common_flags.define_augment_flags()
 
 def main(argv):

@@ -30,13 +30,15 @@ def define_flags():
     flags.DEFINE_integer("chunks_per_replica", 20, "Chunks per replica batch.")
     flags.DEFINE_integer("label_delay", 5, "Label delay in frames.")
     flags.DEFINE_float("learning_rate", 0.02, "SGD learning rate (momentum 0.9).")
+    flags.DEFINE_float("dropout", 0.0, "Dropout rate on every hidden block's outputs, in [0, 1) (fit trains with it, "
+                       "evaluate and predict run without).")
     flags.DEFINE_bool("mirrored", False, "Train under MirroredStrategy over the local devices.")
     flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices first (for --mirrored on a CPU).")
 
 
 def fit(model_spec: str, train_data: str, *, dev_data: str = "", output: str | None = None, epochs: int = 2,
-        chunks_per_replica: int = 20, label_delay: int = 5, learning_rate: float = 0.02, mirrored: bool = False,
-        cpu_devices: int = 0):
+        chunks_per_replica: int = 20, label_delay: int = 5, learning_rate: float = 0.02, dropout: float = 0.0,
+        mirrored: bool = False, cpu_devices: int = 0):
     """Trains a recurrent zoo model with `compile`/`fit`; returns `(model, history)`.
 
     Args:
@@ -44,6 +46,7 @@ def fit(model_spec: str, train_data: str, *, dev_data: str = "", output: str | N
       train_data, dev_data: manifests (dev optional, default "").
       output: `.keras` path to save the model to. Default None (not saved).
       epochs: default 2. chunks_per_replica: default 20. label_delay: default 5. learning_rate: default 0.02.
+      dropout: dropout rate of the hidden blocks (`crnn_tf.models.from_spec`). Default 0.0.
       mirrored: use MirroredStrategy. Default False.
       cpu_devices: logical CPU devices to create first (must run before TF initialises). Default 0.
     """
@@ -67,7 +70,7 @@ def fit(model_spec: str, train_data: str, *, dev_data: str = "", output: str | N
 
     with strategy.scope():
         model = from_spec(model_spec, num_bands=config.num_bands, num_streams=config.num_streams,
-                          num_targets=manifest.num_targets)
+                          num_targets=manifest.num_targets, dropout=dropout)
         model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9, global_clipnorm=5.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="frame_accuracy")])
@@ -84,7 +87,8 @@ def main(argv):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     _, history = fit(FLAGS.model_spec, FLAGS.train_data, dev_data=FLAGS.dev_data, output=FLAGS.output,
                      epochs=FLAGS.epochs, chunks_per_replica=FLAGS.chunks_per_replica, label_delay=FLAGS.label_delay,
-                     learning_rate=FLAGS.learning_rate, mirrored=FLAGS.mirrored, cpu_devices=FLAGS.cpu_devices)
+                     learning_rate=FLAGS.learning_rate, dropout=FLAGS.dropout, mirrored=FLAGS.mirrored,
+                     cpu_devices=FLAGS.cpu_devices)
     print({k: [round(v, 4) for v in vals] for k, vals in history.history.items()})
 
 

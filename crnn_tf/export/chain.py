@@ -20,6 +20,9 @@ from crnn_tf.layers.stored_matrix import STORAGES, StoredMatrix, matmul as mixed
 # Agreement with the Keras model that `LayerChain` checks, per storage: bf16 keeps 8 significant bits of every
 # weight, int8 about 7 (per column); logits of a random model differ by this much at most.
 CHAIN_TOLERANCE = {"float32": 1e-4, "bfloat16": 5e-2, "int8": 1e-1}
+# Layers the chain leaves out: masks come from lengths, and dropout is the identity at inference (so a model trained
+# with dropout exports the same graph as one without).
+_NOT_CHAINED = (keras.layers.InputLayer, keras.layers.Masking, keras.layers.Dropout)
 
 
 class NotStreamableError(ValueError):
@@ -38,7 +41,8 @@ class LayerChain:
         `StoredMatrix`'s default (bfloat16).
 
     Attributes:
-      layers: the re-created layers, in order (no InputLayer / Masking: masks come from lengths).
+      layers: the re-created layers, in order (no InputLayer / Masking: masks come from lengths; no Dropout: the
+        identity at inference).
       state_specs: list of (name, shape without batch) of every carried state tensor, in order; each recurrent
         layer contributes `<layer>_c` then `<layer>_r`.
       streamable: False when a `Splice` with context > 0 is in the chain (it reads future frames).
@@ -53,9 +57,8 @@ class LayerChain:
         self.weight_storage = weight_storage
         self.layers = []
         self._stateful = []
-        for layer in model.layers:
-            if isinstance(layer, (keras.layers.InputLayer, keras.layers.Masking)):
-                continue
+        self._originals = [layer for layer in model.layers if not isinstance(layer, _NOT_CHAINED)]
+        for layer in self._originals:
             config = layer.get_config()
             stateful = "return_state" in config  # PeepholeLSTMP, CLSTM
             if stateful:
@@ -64,8 +67,6 @@ class LayerChain:
             self.layers.append(type(layer).from_config(config))
             self._stateful.append(stateful)
         self.streamable = not any(isinstance(layer, Splice) and layer.context > 0 for layer in self.layers)
-        self._originals = [layer for layer in model.layers
-                           if not isinstance(layer, (keras.layers.InputLayer, keras.layers.Masking))]
         self._dense_kernels = {}  # id(Dense layer) → StoredMatrix of its kernel (narrower storage only)
         self.stored_matrices = []
         # Build by running a dummy input through, then copy the weights and record the state shapes.

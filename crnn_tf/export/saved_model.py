@@ -52,6 +52,8 @@ class ExportMetadata:
       prior_floor: the floor used by `crnn_tf.data.priors.log_priors`. Default None.
       feature_config: `FeatureConfig.to_dict()` or None (then there is no `waveform` signature).
       model_spec: the model spec string, or None.
+      dropout: the dropout rate the model was built to train with (`AcousticModel.dropout`), or None. A record
+        only: dropout is the identity at inference and no signature contains it.
       manifest_hash: the training data manifest's fingerprint, or None.
       num_bands, num_streams: the model's input geometry, or None.
       compute_dtype: "float32", "bfloat16" or "int8": how the large matrices are stored (what the export was
@@ -72,6 +74,7 @@ class ExportMetadata:
     prior_floor: float | None = None
     feature_config: dict | None = None
     model_spec: str | None = None
+    dropout: float | None = None
     manifest_hash: str | None = None
     num_bands: int | None = None
     num_streams: int | None = None
@@ -218,7 +221,8 @@ def export_saved_model(model, export_base, model_name, version=None, *, log_prio
         log_priors=None if log_prior is None else [float(v) for v in log_prior_value],
         prior_counts=None if prior_counts is None else [float(v) for v in np.asarray(prior_counts)],
         prior_floor=prior_floor, feature_config=None if feature_config is None else feature_config.to_dict(),
-        model_spec=model_spec or getattr(model, "spec", None), manifest_hash=manifest_hash,
+        model_spec=model_spec or getattr(model, "spec", None), dropout=getattr(model, "dropout", None),
+        manifest_hash=manifest_hash,
         num_bands=num_bands, num_streams=num_streams, compute_dtype=plan.storage, matmul_dtype=plan.matmul_dtype,
         requested_compute_dtype=plan.requested,
         signatures=sorted(functions),

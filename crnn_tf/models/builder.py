@@ -1,4 +1,6 @@
 """Builds Keras acoustic models from model specs (see `crnn_tf.models.spec`)."""
+import math
+import random
 import re
 
 import keras
@@ -14,7 +16,9 @@ STACKED_PATCH_SIZE = 4
 PATCH_STRIDE = 1
 
 
-def from_spec(spec, *, num_bands=31, num_streams=3, num_targets=5529, context=5, mask_value=None, name=None):
+def from_spec(
+    spec, *, num_bands=31, num_streams=3, num_targets=5529, context=5, mask_value=None, dropout=0.0, name=None
+):
     """Builds the acoustic model a spec names, e.g. `from_spec("CLstm384P256+Pool3+Lstm2000P750+3xReLU2000")`.
 
     Args:
@@ -27,6 +31,11 @@ def from_spec(spec, *, num_bands=31, num_streams=3, num_targets=5529, context=5,
       mask_value: None (default) or a float: frames whose features all equal it are padding (a
         `keras.layers.Masking` layer); the mask reaches `Splice` (edge replication at the last valid frame)
         and the recurrent layers (padded frames leave their state unchanged).
+      dropout: fraction of each hidden block's outputs zeroed in training (`keras.layers.Dropout` after every
+        ReLU, Maxout, Conv/CLstm (with its pooling) and Lstm block, none on the features or the logits; the
+        kept ones are scaled by 1 / (1 - dropout)). Recurrent layers drop only their outputs, never their
+        recurrent state. At inference it is the identity. 0 (default) adds no layer: the model is the one
+        built without it.
       name: model name. Default: the spec with non-word characters replaced by "_".
 
     Returns:
@@ -37,6 +46,7 @@ def from_spec(spec, *, num_bands=31, num_streams=3, num_targets=5529, context=5,
     Raises:
       SpecError (a ValueError): the spec is malformed or does not fit the input (e.g. a CLstm after an
       Lstm, or patches that leave nothing to pool); the message points at the block.
+      ValueError: `dropout` is not in [0, 1).
     """
     return AcousticModel(
         spec,
@@ -45,8 +55,26 @@ def from_spec(spec, *, num_bands=31, num_streams=3, num_targets=5529, context=5,
         num_targets=num_targets,
         context=context,
         mask_value=mask_value,
+        dropout=dropout,
         name=name,
     )
+
+
+def check_dropout(rate):
+    """`rate` as a float if it is a dropout rate, in [0, 1).
+
+    Raises:
+      ValueError: `rate` is negative, 1 or more, NaN or not a number; the message names `dropout`.
+    """
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value < 1.0:  # NaN fails the comparison too
+        raise ValueError(
+            f"dropout must be in [0, 1) (the fraction of hidden activations zeroed in training), got {rate!r}"
+        )
+    return value
 
 
 @keras.saving.register_keras_serializable(package="crnn_tf")
@@ -60,15 +88,26 @@ class AcousticModel(keras.Model):
       spec: the model spec string.
       layer_specs: the parsed `LayerSpec`s.
       spliced_context: frames spliced on each side (0 for recurrent-first nets).
+      dropout: the dropout rate (0.0: no dropout layers).
     """
 
     def __init__(
-        self, spec, num_bands=31, num_streams=3, num_targets=5529, context=5, mask_value=None, name=None, **kwargs
+        self,
+        spec,
+        num_bands=31,
+        num_streams=3,
+        num_targets=5529,
+        context=5,
+        mask_value=None,
+        dropout=0.0,
+        name=None,
+        **kwargs,
     ):
         layer_specs = parse_spec(spec)
+        dropout = check_dropout(dropout)
         spliced_context = context if layer_specs[0].kind in FEED_FORWARD_KINDS else 0
         features, logits = _build_graph(
-            spec, layer_specs, num_bands, num_streams, num_targets, spliced_context, mask_value
+            spec, layer_specs, num_bands, num_streams, num_targets, spliced_context, mask_value, dropout
         )
         trainable = kwargs.pop("trainable", True)
         super().__init__(inputs=features, outputs=logits, name=name or _default_name(spec), **kwargs)
@@ -76,6 +115,7 @@ class AcousticModel(keras.Model):
         self.spec = spec
         self.layer_specs = layer_specs
         self.spliced_context = spliced_context
+        self.dropout = dropout
         self._build_arguments = {
             "spec": spec,
             "num_bands": num_bands,
@@ -83,6 +123,7 @@ class AcousticModel(keras.Model):
             "num_targets": num_targets,
             "context": context,
             "mask_value": mask_value,
+            "dropout": dropout,
         }
 
     def get_config(self):
@@ -97,8 +138,8 @@ def _default_name(spec):
     return re.sub(r"\W+", "_", spec).strip("_")
 
 
-def _build_graph(spec, layer_specs, num_bands, num_streams, num_targets, context, mask_value):
-    """The functional graph: features -> [Masking] -> [Splice] -> blocks -> logits."""
+def _build_graph(spec, layer_specs, num_bands, num_streams, num_targets, context, mask_value, dropout):
+    """The functional graph: features -> [Masking] -> [Splice] -> blocks [each + Dropout] -> logits."""
     features = keras.Input(shape=(None, num_bands * num_streams), name="features")
     x = features
     if mask_value is not None:
@@ -109,6 +150,7 @@ def _build_graph(spec, layer_specs, num_bands, num_streams, num_targets, context
     layout = (num_bands, num_streams * (2 * context + 1), True)
     seen_frequency_layer = False
     previous = None
+    dropout_seed = _peek_seed() if dropout else None
     for index, layer_spec in enumerate(layer_specs, start=1):
         layer_name = f"layer{index}_{layer_spec.token.lower()}"
         if layer_spec.is_frequency:
@@ -132,9 +174,25 @@ def _build_graph(spec, layer_specs, num_bands, num_streams, num_targets, context
         else:
             x = _flat_layer(layer_spec, layer_name)(x)
             layout = None
+        if dropout:
+            # A layer after the block, never inside a recurrence: the recurrent state stays undropped, so the
+            # recurrent layers (fused, and re-created stateful by the export) are untouched. Elementwise, so a
+            # frequency layout passes through unchanged.
+            x = keras.layers.Dropout(dropout, seed=dropout_seed + index, name=f"{layer_name}_dropout")(x)
         previous = layer_spec
     logits = keras.layers.Dense(num_targets, name="logits")(x)
     return features, logits
+
+
+def _peek_seed():
+    """A seed drawn from Python's generator (the one `keras.utils.set_random_seed` seeds and the weight initialisers
+    draw from) that leaves it where it was: with the same seed, a net starts from the same weights with or without
+    dropout, so the two compare dropout alone."""
+    state = random.getstate()
+    try:
+        return random.randint(1, 2**30)
+    finally:
+        random.setstate(state)
 
 
 def _frequency_layer(layer_spec, patch_size, patch_stride, layout, name):

@@ -6,7 +6,8 @@ Layout (the export stage codes against it)::
     model_dir/feature_config.json   FeatureConfig of the training data (what the features must be at inference)
     model_dir/prior_counts.npy      float64 [num_targets] pdf counts over the training alignments
     model_dir/cmvn_global.npy       float64 [2, num_bands + 1] CMVN stats of the training data (cmvn="global" only)
-    model_dir/checkpoints/          tf.train.Checkpoint (model, optimizer, counters), the last `keep_checkpoints`
+    model_dir/checkpoints/          tf.train.Checkpoint (model, optimizer, counters, dropout seeds), the last
+                                    `keep_checkpoints`
     model_dir/best/                 tf.train.Checkpoint of the best model by dev frame accuracy (+ best.json)
     model_dir/metrics.jsonl         one JSON line per epoch
     model_dir/tensorboard/          TensorBoard scalars
@@ -168,7 +169,8 @@ class Checkpointer:
 
     def __init__(self, model_dir: str, model, optimizer, state: TrainState, *, keep: int = 3, chief: bool = True):
         self.model_dir, self.model, self.chief = model_dir, model, chief
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables(),
+                                              **_seed_states(model))
         directory = os.path.join(model_dir, CHECKPOINT_DIR)
         self._scratch = None
         if not chief:
@@ -204,6 +206,14 @@ class Checkpointer:
             shutil.rmtree(self._scratch, ignore_errors=True)
 
 
+def _seed_states(model) -> dict:
+    """`{"seed_states": [...]}`: the seed-generator states of the model's random layers (Dropout), which a Keras
+    model's own checkpoint leaves out; saved with it, a resumed run draws the dropout masks an uninterrupted one would.
+    `{}` for a model without any, whose checkpoints keep their layout."""
+    states = [layer.seed_generator.state for layer in model.layers if hasattr(layer, "seed_generator")]
+    return {"seed_states": states} if states else {}
+
+
 def build_model(config: TrainConfig, *, mixed_precision: bool = False):
     """The (untrained) Keras model a `TrainConfig` describes.
 
@@ -221,7 +231,7 @@ def build_model(config: TrainConfig, *, mixed_precision: bool = False):
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         return from_spec(config.model_spec, num_bands=config.num_bands, num_streams=config.num_streams,
-                         num_targets=config.num_targets, context=config.context)
+                         num_targets=config.num_targets, context=config.context, dropout=config.dropout)
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

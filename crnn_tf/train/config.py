@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 
 from crnn_tf.data.augment import AugmentConfig
+from crnn_tf.models import check_dropout
 
 CONFIG_NAME = "train_config.json"
 CONFIG_VERSION = 1
@@ -22,10 +23,11 @@ NAN_POLICIES = ("stop", "skip")
 
 # Settings a resumed run must share with the run that wrote the model dir: they fix the graph, the data, its order
 # and batching (the checkpoint's data position counts batches of one seeded order), or the meaning of the optimizer
-# slots. Everything else (epochs excepted, see `check_resumable`) may change on resume.
-_STRUCTURAL = ("model_spec", "num_bands", "num_streams", "num_targets", "context", "feature_dim", "label_delay",
-               "chunk_length", "chunk_overlap", "mask_overlap", "window", "chunks_per_replica", "batch_size", "seed",
-               "optimizer", "train_manifest_hash", "augment")
+# slots. Everything else (epochs excepted, see `check_resumable`) may change on resume. Dropout fixes the graph too:
+# its layers have no weights, but checkpoints number a model's layers by position.
+_STRUCTURAL = ("model_spec", "dropout", "num_bands", "num_streams", "num_targets", "context", "feature_dim",
+               "label_delay", "chunk_length", "chunk_overlap", "mask_overlap", "window", "chunks_per_replica",
+               "batch_size", "seed", "optimizer", "train_manifest_hash", "augment")
 
 
 @dataclasses.dataclass
@@ -42,6 +44,9 @@ class TrainConfig:
       num_bands, num_streams, feature_dim, num_targets: input/output geometry; taken from the manifest. Defaults
         31, 3, 93, 5529.
       context: splice half-width of feed-forward-first nets (ReLU/Maxout/Conv first). Default 5.
+      dropout: fraction of every hidden block's outputs zeroed in training, in [0, 1); 0 disables it. Not on the
+        features or the logits, nor on the recurrent state; the identity at inference and in the export (see
+        `crnn_tf.models.from_spec`). Default 0.0.
       chunk_length, chunk_overlap, label_delay, mask_overlap: truncated-BPTT chunking of recurrent nets (paper:
         15, 5, 5). Defaults 15, 5, 5, True.
       chunks_per_replica: chunks (recurrent) per replica batch; the global batch is this × replicas. Default 20.
@@ -82,6 +87,7 @@ class TrainConfig:
     feature_dim: int = 93
     num_targets: int = 5529
     context: int = 5
+    dropout: float = 0.0
     chunk_length: int = 15
     chunk_overlap: int = 5
     label_delay: int = 5
@@ -120,6 +126,7 @@ class TrainConfig:
             raise ValueError(f"optimizer={self.optimizer!r}; expected one of {OPTIMIZERS}")
         if self.on_nan not in NAN_POLICIES:
             raise ValueError(f"on_nan={self.on_nan!r}; expected one of {NAN_POLICIES}")
+        check_dropout(self.dropout)
         if not 0 < self.lr_final <= self.lr_initial:
             raise ValueError(f"need 0 < lr_final ≤ lr_initial, got {self.lr_final}, {self.lr_initial}")
         if self.epochs < 1 and self.steps < 1:

@@ -14,13 +14,14 @@ PRIOR_SCALE = 0.8
 MODEL_NAME = "tiny"
 
 
-def make_model(seed=7, spec=SPEC):
+def make_model(seed=7, spec=SPEC, dropout=0.0):
+    """The tiny model; its weights depend on `seed` and `spec` alone (not on `dropout`)."""
     import keras
 
     from crnn_tf.models import from_spec
 
     keras.utils.set_random_seed(seed)
-    return from_spec(spec, num_bands=NUM_BANDS, num_streams=NUM_STREAMS, num_targets=NUM_TARGETS)
+    return from_spec(spec, num_bands=NUM_BANDS, num_streams=NUM_STREAMS, num_targets=NUM_TARGETS, dropout=dropout)
 
 
 def feature_config():

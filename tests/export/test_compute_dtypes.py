@@ -123,6 +123,24 @@ def test_narrow_stream_step_equals_its_whole_utterance_scoring(exports, dtype):
     np.testing.assert_allclose(streamed, whole, atol=2e-3)  # states are float32 between chunks
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_narrow_export_of_a_dropout_model_is_that_of_its_weights(exports, dtype, tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: AVX512_BF16)
+    model = helpers.make_model(dropout=0.4)  # the weights of the exports' model, with dropout layers
+    path = helpers.export(model, tmp_path, version=1, compute_dtype=dtype,
+                          signatures=("serving_default", "stream_step"))
+    loaded = tf.saved_model.load(str(path))
+    meta = read_metadata(path)
+    assert (meta.compute_dtype, meta.dropout) == (dtype, 0.4)
+    features, lengths = helpers.batch([17, 9])
+    state = {s["name"]: np.zeros([2, *s["shape"]], np.float32) for s in meta.states}
+    for name, inputs in (("serving_default", {}), ("stream_step", state)):
+        got = _call(loaded.signatures[name], features=features, lengths=lengths, **inputs)
+        want = _call(exports[dtype][1].signatures[name], features=features, lengths=lengths, **inputs)
+        for output in want:
+            np.testing.assert_array_equal(got[output], want[output], err_msg=f"{name}: {output}")
+
+
 def test_cpu_without_bf16_exports_float32_and_says_so(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(cpu, "cpu_flags", lambda: AVX2_ONLY)
     model = helpers.make_model()

@@ -150,6 +150,38 @@ def test_spliced_model_has_no_stream_step_and_scores_exactly(tmp_path):
         np.testing.assert_allclose(got["log_likelihoods"][row, :length], ref["log_likelihoods"], atol=ATOL)
 
 
+def _op_types(concrete_function):
+    graph = concrete_function.graph.as_graph_def()
+    return {node.op for node in graph.node} | {node.op for f in graph.library.function for node in f.node_def}
+
+
+def test_dropout_model_exports_its_inference_graph(exported, tmp_path):
+    plain, plain_path, plain_loaded = exported
+    model = helpers.make_model(dropout=0.4)  # the weights of `plain`, with a Dropout after each block
+    assert [layer.name for layer in model.layers if layer.name.endswith("_dropout")] == [
+        f"{layer.name}_dropout" for layer in plain.layers if layer.name.startswith("layer")]
+    path = helpers.export(model, tmp_path, version=1)
+    loaded = tf.saved_model.load(str(path))
+    meta = read_metadata(path)
+    assert meta.dropout == 0.4 and read_metadata(plain_path).dropout == 0.0
+    assert meta.states == read_metadata(plain_path).states  # the same recurrent layers, the same stream states
+    features, lengths = helpers.batch([13, 7, 1])
+    got = _call(loaded.signatures["serving_default"], features=features, lengths=lengths)
+    want = helpers.reference(model, features, lengths)  # Keras, inference mode
+    np.testing.assert_allclose(got["log_likelihoods"], want["log_likelihoods"], atol=ATOL)
+    # Dropout is left out of the export: every signature is the graph of the model without it, and draws nothing.
+    for name in meta.signatures:
+        assert not [op for op in _op_types(loaded.signatures[name]) if "Random" in op], name
+    plain_got = _call(plain_loaded.signatures["serving_default"], features=features, lengths=lengths)
+    np.testing.assert_array_equal(got["log_likelihoods"], plain_got["log_likelihoods"])
+    scorer = StreamingScorer(lambda inputs: _call(loaded.signatures["stream_step"], **inputs), meta.states,
+                             meta.label_delay)
+    one, length = features[:1], lengths[:1]
+    streamed = np.concatenate([scorer.push(one[:, start:start + 4]) for start in range(0, 13, 4)]
+                              + [scorer.flush()], axis=1)
+    np.testing.assert_allclose(streamed, got["log_likelihoods"][:1, :length[0]], atol=ATOL)
+
+
 def test_export_refuses_bad_arguments(tmp_path):
     model = helpers.make_model()
     with pytest.raises(ValueError, match="unknown signatures"):

@@ -1,4 +1,6 @@
-"""from_spec: shapes, splicing, frequency layouts, masks, semantic spec errors, serialization."""
+"""from_spec: shapes, splicing, frequency layouts, masks, semantic spec errors, serialization, dropout."""
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -98,6 +100,7 @@ def test_config_and_default_name():
         "num_targets": 5,
         "context": 1,
         "mask_value": None,
+        "dropout": 0.0,
     }
     clone = AcousticModel.from_config(config)
     assert clone.count_params() == model.count_params()
@@ -113,3 +116,90 @@ def test_keras_save_reload_keeps_spec(tmp_path):
     assert (reloaded.spec, reloaded.name, reloaded.spliced_context) == (model.spec, "tiny", 2)
     x = features()
     np.testing.assert_array_equal(reloaded(x), model(x))
+
+
+# Every block kind: feed-forward-first (Conv + pool, Maxout, ReLU) and recurrent-first (CLstm + pool, Lstm, ReLU).
+DROPOUT_SPECS = ["Conv6+Pool2+Maxout8G2+ReLU8", "CLstm6P3+Pool2+Lstm8P4+ReLU8"]
+
+
+def _seeded(spec, seed=3, **kwargs):
+    keras.utils.set_random_seed(seed)
+    return from_spec(spec, **SMALL, **kwargs)
+
+
+@pytest.mark.parametrize("spec", DROPOUT_SPECS)
+def test_dropout_zero_is_the_model_without_dropout(spec):
+    plain, zero = _seeded(spec), _seeded(spec, dropout=0.0)
+    assert [layer.name for layer in zero.layers] == [layer.name for layer in plain.layers]
+    assert not [layer for layer in zero.layers if isinstance(layer, keras.layers.Dropout)]
+    assert zero.count_params() == plain.count_params() and zero.dropout == 0.0
+    x = features()
+    np.testing.assert_array_equal(zero(x), plain(x))
+    np.testing.assert_array_equal(zero(x, training=True), plain(x, training=True))  # nothing random to train with
+
+
+@pytest.mark.parametrize("spec", DROPOUT_SPECS)
+def test_dropout_follows_every_hidden_block_and_only_trains(spec):
+    plain, dropped = _seeded(spec), _seeded(spec, dropout=0.5)
+    layers = dropped.layers
+    dropouts = [i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.Dropout)]
+    blocks = [i for i, layer in enumerate(layers) if layer.name.startswith("layer") and i not in dropouts]
+    # Right after each block, so none on the features (or the splice), and the last one feeds the logits.
+    assert dropouts == [i + 1 for i in blocks] and len(blocks) == 3
+    assert [layers[i].name for i in dropouts] == [f"{layers[i].name}_dropout" for i in blocks]
+    assert layers[-1].name == "logits" and dropouts[-1] == len(layers) - 2
+    assert dropped.count_params() == plain.count_params()
+    # The same seed draws the same weights with or without dropout (the dropout seeds do not use up the weights').
+    for a, b in zip(dropped.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = features(batch=4, frames=12)
+    inference = dropped(x)
+    np.testing.assert_array_equal(inference, plain(x))
+    np.testing.assert_array_equal(dropped(x, training=False), inference)
+    trained = dropped(x, training=True)
+    assert np.abs(np.asarray(trained) - np.asarray(inference)).max() > 1e-3
+    assert np.abs(np.asarray(dropped(x, training=True)) - np.asarray(trained)).max() > 1e-3  # new masks each call
+
+
+@pytest.mark.parametrize("spec", DROPOUT_SPECS)
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_dropout_zeroes_the_rate_of_hidden_activations(spec, rate):
+    model = _seeded(spec, dropout=rate)
+    pairs = [(model.layers[i - 1], layer) for i, layer in enumerate(model.layers)
+             if isinstance(layer, keras.layers.Dropout)]
+    # One training pass that shows each block's output next to its dropped copy.
+    probe = keras.Model(model.input, [tensor for pair in pairs for tensor in (pair[0].output, pair[1].output)])
+    outputs = [np.asarray(t) for t in probe(features(batch=16, frames=40, seed=1), training=True)]
+    for index, (block, dropped) in enumerate(zip(outputs[::2], outputs[1::2])):
+        live = block != 0  # ReLU and Maxout zero some outputs themselves
+        zeroed = np.mean(dropped[live] == 0)
+        # A Bernoulli(rate) count over live.sum() activations: 5 standard deviations.
+        assert abs(zeroed - rate) < 5 * math.sqrt(rate * (1 - rate) / live.sum()), (pairs[index][0].name, zeroed)
+        kept = dropped != 0
+        np.testing.assert_allclose(dropped[kept], block[kept] / (1 - rate), rtol=1e-5)
+    # Dropout stays outside the recurrence: in training the first block (a CLstm or Conv on the features) computes
+    # its inference output (up to the training kernels' rounding).
+    inference = np.asarray(probe(features(batch=16, frames=40, seed=1))[0])
+    np.testing.assert_allclose(outputs[0], inference, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_rate_survives_config_and_keras_save(tmp_path):
+    model = _seeded("CLstm6P3+Pool2+ReLU8", dropout=0.25, mask_value=0.0, name="dropped")
+    config = model.get_config()
+    assert config["dropout"] == 0.25
+    clone = AcousticModel.from_config(config)
+    assert clone.dropout == 0.25 and clone.get_config() == config
+    assert [layer.name for layer in clone.layers] == [layer.name for layer in model.layers]
+    path = tmp_path / "dropped.keras"
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, AcousticModel) and reloaded.dropout == 0.25
+    x = features()
+    np.testing.assert_array_equal(reloaded(x), model(x))
+    assert np.abs(np.asarray(reloaded(x, training=True)) - np.asarray(model(x))).max() > 1e-3
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, float("nan"), "half", None])
+def test_invalid_dropout_is_a_value_error_naming_it(rate):
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        from_spec("ReLU8", **SMALL, dropout=rate)

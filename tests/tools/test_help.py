@@ -28,9 +28,9 @@ AUGMENT = ("--augment_speed_factors", "--augment_time_masks")
 KEY_FLAGS = {
     "crnn-make-corpus": ("--num_utterances",), "crnn-prepare-data": ("--data_dir", *FEATURES),
     "crnn-prepare-fsdd": ("--test_speakers",), "crnn-align": ("--init",),
-    "crnn-train": ("--model_spec", "--lr_initial", *AUGMENT), "crnn-export": ("--export_base",),
+    "crnn-train": ("--model_spec", "--lr_initial", "--dropout", *AUGMENT), "crnn-export": ("--export_base",),
     "crnn-decode": ("--scores", *DECODER), "crnn-serve": ("--model_base_path", *DECODER),
-    "crnn-recognize": ("--server", *DECODER), "crnn-recipe": ("--fsdd", *FEATURES, *AUGMENT),
+    "crnn-recognize": ("--server", *DECODER), "crnn-recipe": ("--fsdd", "--dropout", *FEATURES, *AUGMENT),
 }
 BIN = os.path.dirname(sys.executable)
 
@@ -98,3 +98,14 @@ def test_a_bad_value_names_the_problem():
     done = _run([os.path.join(BIN, "crnn-prepare-fsdd"), "--fsdd_dir=/nowhere", "--output_dir=/tmp/x",
                  "--test_speakers=a"])
     assert done.returncode == 1 and "FSDD directory '/nowhere' does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("module, args", [
+    ("tools.train", ["--dropout=nan", "--model_spec=ReLU8", "--train_data=x", "--model_dir=y"]),
+    ("tools.recipe", ["--dropout=1", "--work_dir=/nonexistent/never_written"]),
+])
+def test_a_bad_dropout_rate_stops_the_tool_naming_the_flag(module, args):
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "flag --dropout=" in done.stderr and "dropout must be in [0, 1)" in done.stderr, done.stderr[-2000:]

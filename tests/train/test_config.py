@@ -10,10 +10,13 @@ from crnn_tf.train.schedules import StepDecay, exponential_decay
 
 
 def test_config_roundtrip_and_save(tmp_path):
-    config = TrainConfig("Lstm16P8", "data/train", model_dir=str(tmp_path), strategy="mirrored", epochs=3)
+    config = TrainConfig("Lstm16P8", "data/train", model_dir=str(tmp_path), strategy="mirrored", epochs=3,
+                         dropout=0.25)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     config.save()
-    assert TrainConfig.load(str(tmp_path)) == config
+    assert TrainConfig.load(str(tmp_path)) == config and TrainConfig.load(str(tmp_path)).dropout == 0.25
+    older = {key: value for key, value in config.to_dict().items() if key != "dropout"}  # before dropout existed
+    assert TrainConfig.from_dict(older).dropout == 0.0
     assert config.is_recurrent and not TrainConfig("2xReLU32", "x").is_recurrent
     assert config.output_delay == 5 and TrainConfig("2xReLU32", "x", label_delay=5).output_delay == 0
 
@@ -21,7 +24,8 @@ def test_config_roundtrip_and_save(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"strategy": "horovod"}, "strategy"), ({"optimizer": "rmsprop"}, "optimizer"),
     ({"lr_final": 1.0, "lr_initial": 0.1}, "lr_final"), ({"chunks_per_replica": 0}, "chunks_per_replica"),
-    ({"on_nan": "ignore"}, "on_nan"),
+    ({"on_nan": "ignore"}, "on_nan"), ({"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"dropout": math.nan}, r"dropout must be in \[0, 1\)"),
 ])
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -36,7 +40,8 @@ def test_unknown_keys_and_resume_mismatch():
         saved.replace(model_spec="Lstm32").check_resumable(saved)
     saved.replace(log_every=7).check_resumable(saved)  # cosmetic changes are fine
     # Settings that move the data position a checkpoint records (batches of one seeded order) are refused too.
-    for change in ({"seed": 1}, {"chunks_per_replica": 40}, {"batch_size": 64}, {"mask_overlap": False}):
+    for change in ({"seed": 1}, {"chunks_per_replica": 40}, {"batch_size": 64}, {"mask_overlap": False},
+                   {"dropout": 0.1}):  # dropout layers move the positions by which checkpoints find the layers
         name = next(iter(change))
         with pytest.raises(ValueError, match=f"{name}: .* → "):
             saved.replace(**change).check_resumable(saved)

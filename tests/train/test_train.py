@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from crnn_tf.data.pipelines import eval_dataset
 from crnn_tf.train import NonFiniteLossError, TrainConfig, evaluate, load_trained_model, train
@@ -141,3 +142,42 @@ def test_a_kill_after_the_last_steps_checkpoint_still_gets_the_last_epochs_bookk
     lines = [json.loads(line) for line in open(os.path.join(config.model_dir, "metrics.jsonl"))]
     assert [line["epoch"] for line in lines] == [1, 2]
     assert train(config) == {}  # and now it is finished
+
+
+def test_dropout_run_resumes_with_the_same_masks_and_exports_without_them(corpus, tmp_path, monkeypatch):
+    """A run killed after a checkpoint resumes bit-identically with dropout too (the dropout seeds are in the
+    checkpoint), and its export scores as the Keras model does at inference."""
+    from crnn_tf.export import export_trained, read_metadata, score_utterance
+    from crnn_tf.train.loop import Trainer
+
+    flags = dict(epochs=1, checkpoint_every=10, dev_data="", dropout=0.3, deterministic=True)  # 25 steps
+    reference = _config(corpus, tmp_path / "reference", **flags)
+    train(reference)
+    killed = _config(corpus, tmp_path / "killed", **flags)
+    real_save = Trainer._save
+
+    def killed_after_the_first_checkpoint(self, *args):
+        real_save(self, *args)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(Trainer, "_save", killed_after_the_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(killed)
+    monkeypatch.setattr(Trainer, "_save", real_save)
+    assert train(killed)["step"] == 25
+    expected, _ = load_trained_model(reference.model_dir, "latest")
+    resumed, config = load_trained_model(killed.model_dir, "latest")
+    assert resumed.dropout == config.dropout == 0.3
+    for want, got in zip(expected.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+    path = export_trained(killed.model_dir, str(tmp_path / "export"), "dropped", version=1, which="latest",
+                          signatures=("serving_default",))
+    meta = read_metadata(path)
+    assert meta.dropout == 0.3 and meta.extra["train_config"]["dropout"] == 0.3
+    features = next(iter(eval_dataset(corpus["dev"], 1)))["features"].numpy()
+    loaded = tf.saved_model.load(str(path))
+    got = loaded.signatures["serving_default"](features=tf.constant(features),
+                                              lengths=tf.constant([features.shape[1]], tf.int32))
+    want = score_utterance(resumed, features[0], label_delay=meta.label_delay)["log_posteriors"]
+    np.testing.assert_allclose(got["log_posteriors"].numpy()[0], want, atol=1e-5)
