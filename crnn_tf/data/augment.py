@@ -61,6 +61,9 @@ class AugmentConfig:
 
     Args:
       speed_factors: speed factors drawn uniformly per utterance, e.g. (0.9, 1.0, 1.1). Default () (off).
+      pitch_factors: pitch factors drawn uniformly per utterance, e.g. (0.9, 1.0, 1.1): the pitch and formants are
+        scaled by the factor and the duration is kept (phase-vocoder time stretch, then resampling), so the frame
+        labels stay as they are. Default () (off).
       vtlp_factors: VTLN warp factors of the mel filters drawn uniformly per utterance, e.g. (0.9, 0.95, 1.0, 1.05,
         1.1). Default () (off).
       gain_db: level change drawn uniformly from [-gain_db, gain_db] dB. Default 0 (off).
@@ -81,6 +84,7 @@ class AugmentConfig:
     """
 
     speed_factors: tuple[float, ...] = ()
+    pitch_factors: tuple[float, ...] = ()
     vtlp_factors: tuple[float, ...] = ()
     gain_db: float = 0.0
     reverb_prob: float = 0.0
@@ -102,10 +106,13 @@ class AugmentConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
+        object.__setattr__(self, "pitch_factors", tuple(float(f) for f in self.pitch_factors))
         object.__setattr__(self, "vtlp_factors", tuple(float(f) for f in self.vtlp_factors))
         object.__setattr__(self, "noise_colours", tuple(self.noise_colours))
         if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
             raise ValueError(f"speed factors must lie in [0.5, 2], got {self.speed_factors}")
+        if any(not 0.5 <= f <= 2.0 for f in self.pitch_factors):
+            raise ValueError(f"pitch factors must lie in [0.5, 2], got {self.pitch_factors}")
         if any(not 0.7 <= f <= 1.4 for f in self.vtlp_factors):
             raise ValueError(f"VTLP factors must lie in [0.7, 1.4], got {self.vtlp_factors}")
         for name in ("reverb_prob", "telephone_prob", "noise_prob", "silence_trim_prob"):
@@ -130,7 +137,8 @@ class AugmentConfig:
     @property
     def changes_waveform(self) -> bool:
         """True when some perturbation acts on the audio (needs audio-mode data)."""
-        return bool(self.speed_factors and set(self.speed_factors) != {1.0}) or self.gain_db > 0 or \
+        return bool(self.speed_factors and set(self.speed_factors) != {1.0}) or \
+            bool(self.pitch_factors and set(self.pitch_factors) != {1.0}) or self.gain_db > 0 or \
             self.reverb_prob > 0 or self.telephone_prob > 0 or self.noise_prob > 0
 
     @property
@@ -213,6 +221,40 @@ def stretch_labels(labels, factor, num_frames, frame_shift: int, centre_offset: 
     return tf.gather(labels, tf.clip_by_value(source, 0, tf.shape(labels)[0] - 1))
 
 
+def time_stretch(waveform, rate, frame_length: int = 256, frame_step: int = 64):
+    """Phase-vocoder time stretch of a 1-D waveform: `rate` times faster, pitch kept.
+
+    Output frame j takes the magnitudes interpolated at input frame j·rate and a phase advanced by the input's own
+    frame-to-frame phase differences, so time maps linearly (sample s of the input lands at s / rate) without any
+    offset. With `rate` 1 it is the STFT's own resynthesis. The output has about `len / rate` samples.
+    """
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    spectra = tf.signal.stft(waveform, frame_length, frame_step, pad_end=True)  # [frames, bins]
+    frames = tf.shape(spectra)[0]
+    positions = tf.range(0.0, tf.cast(frames - 1, tf.float32), rate)
+    lower = tf.cast(tf.floor(positions), tf.int32)
+    upper = tf.minimum(lower + 1, frames - 1)
+    weight = (positions - tf.cast(lower, tf.float32))[:, None]
+    magnitudes = tf.abs(spectra)
+    magnitude = (1.0 - weight) * tf.gather(magnitudes, lower) + weight * tf.gather(magnitudes, upper)
+    angles = tf.math.angle(spectra)
+    advance = tf.gather(angles, upper) - tf.gather(angles, lower)
+    phase = angles[0][None, :] + tf.math.cumsum(advance, axis=0, exclusive=True)
+    stretched = tf.complex(magnitude * tf.cos(phase), magnitude * tf.sin(phase))
+    window = tf.signal.inverse_stft_window_fn(frame_step)
+    return tf.signal.inverse_stft(stretched, frame_length, frame_step, window_fn=window)
+
+
+def pitch_shift(waveform, factor):
+    """Scales the pitch and formants of a 1-D waveform by `factor` and keeps its length and timing: a time stretch
+    to `factor` times the duration, then `resample` by `factor` back to the original length."""
+    waveform = tf.convert_to_tensor(waveform, tf.float32)
+    length = tf.shape(waveform)[0]
+    shifted = resample(time_stretch(waveform, 1.0 / factor), factor)
+    shifted = shifted[:length]
+    return tf.pad(shifted, [[0, length - tf.shape(shifted)[0]]])
+
+
 def coloured_noise(length, exponent, seed):
     """Gaussian noise of `length` samples whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown)."""
     white = tf.random.stateless_normal([length], seed)
@@ -286,6 +328,12 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
         choices = tf.constant(config.speed_factors, tf.float32)
         factor = tf.gather(choices, tf.random.stateless_uniform([], seeds[0], 0, len(choices), dtype=tf.int32))
         waveform = tf.cond(tf.equal(factor, 1.0), lambda: waveform, lambda: resample(waveform, factor))
+    if config.pitch_factors:
+        # Its own seed, so that adding pitch perturbation leaves every other draw of an utterance as it was.
+        pitch_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        choices = tf.constant(config.pitch_factors, tf.float32)
+        pitch = tf.gather(choices, tf.random.stateless_uniform([], pitch_seed, 0, len(choices), dtype=tf.int32))
+        waveform = tf.cond(tf.equal(pitch, 1.0), lambda: waveform, lambda: pitch_shift(waveform, pitch))
     if config.gain_db > 0:
         waveform = waveform * 10.0 ** (_uniform(seeds[1], -config.gain_db, config.gain_db) / 20.0)
     if config.reverb_prob > 0:
@@ -444,5 +492,5 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
 
 __all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
            "edge_trim_range", "silence_trim_range",
-           "perturbed_speaker_stats", "resample",
-           "reverberate", "spec_augment", "stretch_labels", "telephone", "utterance_seed"]
+           "perturbed_speaker_stats", "pitch_shift", "resample",
+           "reverberate", "spec_augment", "stretch_labels", "telephone", "time_stretch", "utterance_seed"]

@@ -60,6 +60,37 @@ def test_speed_perturbed_labels_land_on_the_right_segments(factor):
     assert abs(new_frames - frames / factor) <= 2
 
 
+@pytest.mark.parametrize("factor", [0.9, 1.1, 1.2])
+def test_pitch_shift_scales_pitch_and_keeps_duration_and_level(factor):
+    out = aug.pitch_shift(_tone(200.0), factor).numpy()
+    assert out.size == RATE
+    assert abs(_peak_hz(out) - 200.0 * factor) <= 2 * RATE / out.size
+    interior = out[400:-400]  # the vocoder's first and last frames are windowed down
+    assert np.sqrt(np.mean(interior ** 2)) == pytest.approx(1000 / np.sqrt(2), rel=0.02)
+
+
+def test_time_stretch_at_rate_one_resynthesises_its_input():
+    tone = _tone(300.0) + _tone(1700.0, amplitude=200.0)
+    out = aug.time_stretch(tone, 1.0).numpy()
+    np.testing.assert_allclose(out[256:RATE - 256], tone[256:RATE - 256], atol=0.05)  # of ±1200
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_pitch_shift_keeps_the_timing_of_a_burst(factor):
+    burst = np.zeros(RATE, np.float32)
+    burst[4000:4800] = _tone(250.0)[4000:4800]
+
+    def edges(x):
+        envelope = np.convolve(x ** 2, np.ones(80) / 80, "same")
+        loud = np.flatnonzero(envelope > 0.5 * envelope.max())
+        return loud[0], loud[-1]
+
+    onset, offset = edges(burst)
+    shifted_onset, shifted_offset = edges(aug.pitch_shift(burst, factor).numpy())
+    frame_shift = FeatureConfig().frame_shift
+    assert abs(shifted_onset - onset) <= 1.5 * frame_shift and abs(shifted_offset - offset) <= 1.5 * frame_shift
+
+
 @pytest.mark.parametrize("colour", sorted(aug.NOISE_COLOURS))
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
 def test_added_noise_has_the_requested_snr(colour, snr_db):
@@ -135,6 +166,7 @@ def test_spec_augment_masks_whole_bands_across_streams():
     ({"noise_colours": ("purple",)}, "colours"),
     ({"time_masks": -1}, "time_masks"),
     ({"vtlp_factors": (0.5,)}, "VTLP factors"),
+    ({"pitch_factors": (3.0,)}, "pitch factors"),
 ])
 def test_augment_config_rejects_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):
@@ -195,6 +227,16 @@ def test_vtlp_warps_each_utterance_by_one_drawn_factor_and_keeps_its_labels(audi
         assert np.array_equal(features, again[utt][0])
         assert np.array_equal(labels, clean[utt][1])  # timing untouched
         assert not np.allclose(features, clean[utt][0], atol=1e-3)
+
+
+def test_pitch_perturbation_in_the_pipeline_keeps_every_label(audio_manifest):
+    config = aug.AugmentConfig(pitch_factors=(0.9, 1.1))
+    shifted, again, clean = (_epoch(audio_manifest, c, 5) for c in (config, config, None))
+    for utt, (features, labels) in shifted.items():
+        assert np.array_equal(features, again[utt][0])
+        assert np.array_equal(labels, clean[utt][1])  # duration and timing kept
+        assert features.shape == clean[utt][0].shape
+        assert not np.allclose(features, clean[utt][0], atol=1e-2)
 
 
 @pytest.mark.parametrize("settings", [{"vtlp_factors": (0.9, 1.1)}, {"vtlp_factors": (0.9, 1.1), "gain_db": 3.0}],
