@@ -56,6 +56,7 @@ AUGMENTATIONS = {
     "speed": AugmentConfig(speed_factors=(0.9, 1.0, 1.1)),
     "gain": AugmentConfig(gain_db=6.0),
     "noise": AugmentConfig(noise_prob=1.0),
+    "babble": AugmentConfig(noise_prob=1.0, noise_colours=("babble",)),
     "reverb": AugmentConfig(reverb_prob=1.0),
     "telephone": AugmentConfig(telephone_prob=1.0),
     "pitch": AugmentConfig(pitch_factors=(0.9, 1.1)),

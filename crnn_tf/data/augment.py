@@ -9,7 +9,9 @@ Waveform perturbations (audio-mode data, before the front end), in this order:
 * simulated room reverberation: an exponentially decaying noise impulse response of random RT60 whose direct path is
   at lag 0, so the frame timing (and the labels) stay where they were.
 * telephone channel: 300-3400 Hz band limit and 8-bit μ-law companding.
-* additive noise at a uniform random SNR (white, pink or brown, generated), power measured over the utterance.
+* additive noise at a uniform random SNR, power measured over the utterance: white, pink or brown (generated), or
+  babble, a random crop of a track of `babble_talkers` overlapping talkers made of the training set's own utterances
+  (`babble_bank`; the pipeline builds it once per epoch from its audio).
 
 With speaker CMVN the speaker's statistics follow the perturbation (`perturbed_speaker_stats`), as Kaldi's perturbed
 copies get their own speaker stats.
@@ -53,6 +55,10 @@ import tensorflow as tf
 
 # Spectral slope exponents of the generated noises: power ∝ 1 / f^alpha.
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
+# The noise kinds `noise_colours` may list: the generated colours and babble from the training speech.
+NOISE_KINDS = (*NOISE_COLOURS, "babble")
+# Length of the babble track: long enough that utterances seldom get the same stretch of it.
+BABBLE_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +78,9 @@ class AugmentConfig:
       telephone_prob: probability of the telephone channel (band limit + μ-law). Default 0.
       noise_prob: probability of additive noise. Default 0.
       snr_min_db, snr_max_db: range of its signal-to-noise ratio. Defaults 5, 30.
-      noise_colours: colours drawn uniformly, from "white", "pink", "brown". Default all three.
+      noise_colours: noise kinds drawn uniformly, from "white", "pink", "brown" (generated) and "babble" (overlapping
+        talkers of the training set's own audio; audio-mode pipelines only). Default ("white", "pink", "brown").
+      babble_talkers: talkers overlapping at every instant of the babble track. Default 5.
       time_masks, time_mask_frames: SpecAugment time masks per utterance and their maximum width. Defaults 0, 10.
       freq_masks, freq_mask_bands: SpecAugment frequency masks and their maximum width in bands. Defaults 0, 4.
       edge_trim_frames: trim each end of an utterance at a random frame between the utterance's edge and this many
@@ -95,6 +103,7 @@ class AugmentConfig:
     snr_min_db: float = 5.0
     snr_max_db: float = 30.0
     noise_colours: tuple[str, ...] = ("white", "pink", "brown")
+    babble_talkers: int = 5
     time_masks: int = 0
     time_mask_frames: int = 10
     freq_masks: int = 0
@@ -127,9 +136,11 @@ class AugmentConfig:
                              f"{self.silence_trim_max_db}")
         if self.snr_min_db > self.snr_max_db:
             raise ValueError(f"need snr_min_db ≤ snr_max_db, got {self.snr_min_db}, {self.snr_max_db}")
-        unknown = sorted(set(self.noise_colours) - set(NOISE_COLOURS))
+        unknown = sorted(set(self.noise_colours) - set(NOISE_KINDS))
         if unknown or not self.noise_colours:
-            raise ValueError(f"noise colours {self.noise_colours}: choose from {sorted(NOISE_COLOURS)}")
+            raise ValueError(f"noise colours {self.noise_colours}: choose from {list(NOISE_KINDS)}")
+        if self.babble_talkers < 1:
+            raise ValueError(f"babble_talkers must be ≥ 1, got {self.babble_talkers}")
         for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands", "edge_trim_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
@@ -140,6 +151,11 @@ class AugmentConfig:
         return bool(self.speed_factors and set(self.speed_factors) != {1.0}) or \
             bool(self.pitch_factors and set(self.pitch_factors) != {1.0}) or self.gain_db > 0 or \
             self.reverb_prob > 0 or self.telephone_prob > 0 or self.noise_prob > 0
+
+    @property
+    def uses_babble(self) -> bool:
+        """True when additive noise may be babble (the pipeline must build a babble track from its audio)."""
+        return self.noise_prob > 0 and "babble" in self.noise_colours
 
     @property
     def warps_frequency(self) -> bool:
@@ -265,13 +281,73 @@ def coloured_noise(length, exponent, seed):
     return tf.signal.irfft(shaped, fft_length=length[None])
 
 
-def add_noise(waveform, snr_db, exponent, seed):
-    """`waveform` plus generated noise scaled so that mean(signal²) / mean(noise²) is exactly `snr_db` dB."""
-    noise = coloured_noise(tf.shape(waveform)[0], exponent, seed)
+def mix_at_snr(waveform, noise, snr_db):
+    """`waveform` plus `noise` (same length) scaled so that mean(signal²) / mean(noise²) is exactly `snr_db` dB."""
     signal_power = tf.reduce_mean(tf.square(waveform))
     noise_power = tf.maximum(tf.reduce_mean(tf.square(noise)), 1e-20)
     gain = tf.sqrt(signal_power / (noise_power * 10.0 ** (snr_db / 10.0)))
     return waveform + gain * noise
+
+
+def add_noise(waveform, snr_db, exponent, seed):
+    """`waveform` plus generated noise (`coloured_noise`) at exactly `snr_db` dB (`mix_at_snr`)."""
+    return mix_at_snr(waveform, coloured_noise(tf.shape(waveform)[0], exponent, seed), snr_db)
+
+
+def babble_bank(waveforms, talkers: int, length: int, seed):
+    """A circular babble track: `talkers` talkers, each speaking utterances back to back over all `length` samples.
+
+    The utterances are taken in a seeded random order (again from the start when they run out), each scaled to unit
+    RMS so that no talker drowns the others; talker k starts at a random position and the last utterance it needs is
+    cut to fill its `length` samples exactly, wrapping round the end of the track, so every sample sums `talkers`
+    utterances and a crop anywhere (`babble_crop`) is equally dense.
+
+    Args:
+      waveforms: 1-D sample arrays (the training set's utterances); silent ones are left out.
+      talkers: talkers overlapping at every sample.
+      length: samples of the track.
+      seed: numpy seed (int or sequence of ints) of the order and the start positions.
+
+    Returns:
+      `(track, placements)`: float32 `[length]`, and `[(index, position, samples)]`: the first `samples` samples of
+      `waveforms[index]` (unit RMS) were added at positions `position, position + 1, …` modulo `length`.
+
+    Example:
+    >>> track, placements = babble_bank([np.ones(3), -np.ones(5)], talkers=2, length=4, seed=0)
+    >>> track.shape, sum(samples for _, _, samples in placements)
+    ((4,), 8)
+    """
+    levels = [float(np.sqrt(np.mean(np.square(w, dtype=np.float64)))) if len(w) else 0.0 for w in waveforms]
+    speech = [i for i, level in enumerate(levels) if level > 0]
+    if not speech:
+        raise ValueError(f"babble needs speech: the {len(waveforms)} waveforms given are empty or silent")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(speech)
+    track, placements, turn = np.zeros(length, np.float64), [], 0
+    for _ in range(talkers):
+        position, left = int(rng.integers(length)), length
+        while left > 0:
+            index = int(order[turn % len(order)])
+            turn += 1
+            samples = min(len(waveforms[index]), left)
+            where = (position + np.arange(samples)) % length
+            track[where] += np.asarray(waveforms[index][:samples], np.float64) / levels[index]
+            placements.append((index, position, samples))
+            position, left = (position + samples) % length, left - samples
+    return track.astype(np.float32), placements
+
+
+def babble_crop(track, length, seed):
+    """`length` samples of the circular babble `track` from a seeded random start (wrapping round its end).
+
+    Args:
+      track: float `[samples]` babble track (`babble_bank`).
+      length: samples to cut (may exceed the track's).
+      seed: int64 `[2]` stateless seed of the start (the utterance's, so each utterance gets its own stretch).
+    """
+    size = tf.shape(track)[0]
+    start = tf.random.stateless_uniform([], seed, 0, size, dtype=tf.int32)
+    return tf.gather(track, (start + tf.range(length)) % size)
 
 
 def _fft_convolve(waveform, response):
@@ -310,7 +386,7 @@ def telephone(waveform, sample_rate, low_hz: float = 300.0, high_hz: float = 340
     return tf.sign(code) * (tf.pow(1.0 + mu, tf.abs(code)) - 1.0) / mu * 32768.0
 
 
-def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8000):
+def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8000, babble=None):
     """Applies the waveform perturbations of `config` to one utterance.
 
     Args:
@@ -318,6 +394,7 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
       config: `AugmentConfig`.
       seed: int64 `[2]` stateless seed (`utterance_seed`).
       sample_rate: Hz. Default 8000.
+      babble: float `[track samples]` babble track (`babble_bank`), needed when `config.uses_babble`. Default None.
 
     Returns:
       `(waveform, speed_factor)`: the perturbed samples and the speed factor applied (1.0 when none).
@@ -344,11 +421,21 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
         waveform = tf.cond(_chance(seeds[5], config.telephone_prob), lambda: telephone(waveform, sample_rate),
                            lambda: waveform)
     if config.noise_prob > 0:
+        if config.uses_babble and babble is None:
+            raise ValueError("babble noise needs the babble track (`babble_bank` of the training audio): pass babble=")
         snr = _uniform(seeds[7], config.snr_min_db, config.snr_max_db)
-        exponents = tf.constant([NOISE_COLOURS[c] for c in config.noise_colours], tf.float32)
-        exponent = tf.gather(exponents, tf.random.stateless_uniform([], seeds[8], 0, len(exponents), dtype=tf.int32))
+        kind = tf.random.stateless_uniform([], seeds[8], 0, len(config.noise_colours), dtype=tf.int32)
+        length = tf.shape(waveform)[0]
+
+        def noise(name):
+            if name == "babble":
+                return lambda: babble_crop(babble, length, seeds[9])
+            return lambda: coloured_noise(length, NOISE_COLOURS[name], seeds[9])
+
         waveform = tf.cond(_chance(seeds[6], config.noise_prob),
-                           lambda: add_noise(waveform, snr, exponent, seeds[9]), lambda: waveform)
+                           lambda: mix_at_snr(waveform, tf.switch_case(kind, [noise(n) for n in config.noise_colours]),
+                                              snr),
+                           lambda: waveform)
     return waveform, factor
 
 
@@ -490,7 +577,8 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "NOISE_COLOURS", "add_noise", "coloured_noise", "perturb_waveform", "vtlp_mel_weights",
+__all__ = ["AugmentConfig", "BABBLE_SECONDS", "NOISE_COLOURS", "NOISE_KINDS", "add_noise", "babble_bank", "babble_crop",
+           "coloured_noise", "mix_at_snr", "perturb_waveform", "vtlp_mel_weights",
            "edge_trim_range", "silence_trim_range",
            "perturbed_speaker_stats", "pitch_shift", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "time_stretch", "utterance_seed"]

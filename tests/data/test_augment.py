@@ -111,6 +111,79 @@ def test_noise_colours_have_their_spectral_slopes():
     assert tilt["brown"] == pytest.approx(10 * np.log10(brown), abs=1.0)
 
 
+def _unit_rms(x):
+    return np.asarray(x, np.float64) / np.sqrt(np.mean(np.square(x, dtype=np.float64)))
+
+
+def test_babble_bank_is_the_sum_of_its_talkers_at_their_positions():
+    rng = np.random.default_rng(1)
+    waveforms = [rng.normal(0, 100 * (i + 1), 30 + 17 * i) for i in range(4)] + [np.zeros(40)]
+    track, placements = aug.babble_bank(waveforms, talkers=3, length=200, seed=7)
+    expected, talking = np.zeros(200), np.zeros(200, int)
+    for index, position, samples in placements:
+        where = (position + np.arange(samples)) % 200
+        expected[where] += _unit_rms(waveforms[index])[:samples]
+        talking[where] += 1
+    np.testing.assert_allclose(track, expected, rtol=1e-5, atol=1e-5)
+    assert np.all(talking == 3)  # three talkers at every sample, none doubled up
+    assert 4 not in {index for index, _, _ in placements}  # the silent waveform is left out
+    assert {index for index, _, _ in placements} == {0, 1, 2, 3}
+    assert len({position for index, position, samples in placements if samples == len(waveforms[index])}) > 3
+    again, _ = aug.babble_bank(waveforms, talkers=3, length=200, seed=7)
+    other, _ = aug.babble_bank(waveforms, talkers=3, length=200, seed=8)
+    assert np.array_equal(track, again) and not np.allclose(track, other)
+    with pytest.raises(ValueError, match="silent"):
+        aug.babble_bank([np.zeros(10), np.zeros(0)], talkers=2, length=50, seed=0)
+
+
+def _babble_track(seconds=0.4):
+    from tests.data.fixtures import synth
+
+    return aug.babble_bank([synth(0.3 + 0.1 * i, seed=i).astype(np.float32) for i in range(4)], talkers=3,
+                           length=int(seconds * RATE), seed=0)[0]
+
+
+def _crop_start(track, crop, head=256):
+    """The start at which `crop` is a scaled circular crop of `track` (asserts there is one): found from its first
+    `head` samples, then checked over all of it."""
+    size = track.size
+    candidates = track[(np.arange(size)[:, None] + np.arange(head)[None, :]) % size]
+    scale = candidates @ crop[:head] / np.maximum(np.sum(candidates ** 2, axis=1), 1e-12)
+    start = int(np.argmin(np.sum((crop[:head] - scale[:, None] * candidates) ** 2, axis=1)))
+    source = track[(start + np.arange(crop.size)) % size].astype(np.float64)
+    gain = source @ crop / (source @ source)
+    assert gain > 0 and np.sum((crop - gain * source) ** 2) < 1e-8 * np.sum(crop ** 2)
+    return start
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_babble_is_a_crop_of_the_track_at_the_requested_snr(snr_db):
+    track = _babble_track()  # 0.4 s: the 1 s utterance takes a wrapped crop
+    speech = _tone(440.0) + _tone(1200.0, amplitude=300.0)
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("babble",), snr_min_db=snr_db, snr_max_db=snr_db)
+    noisy, factor = aug.perturb_waveform(speech, config, SEED, babble=tf.constant(track))
+    noise = noisy.numpy() - speech
+    assert noisy.shape == speech.shape and float(factor) == 1.0
+    assert abs(10 * np.log10(np.mean(speech ** 2) / np.mean(noise ** 2)) - snr_db) <= 0.5
+    _crop_start(track, noise.astype(np.float64))
+
+
+def test_babble_crops_are_seeded_per_utterance():
+    track = tf.constant(_babble_track(1.0))
+    crops = {utt: aug.babble_crop(track, 4000, aug.utterance_seed(5, utt)).numpy() for utt in ("a", "b", "c")}
+    assert np.array_equal(crops["a"], aug.babble_crop(track, 4000, aug.utterance_seed(5, "a")).numpy())
+    starts = {_crop_start(track.numpy(), crop.astype(np.float64)) for crop in crops.values()}
+    assert len(starts) == 3  # each utterance its own stretch of the track
+    assert not np.array_equal(crops["a"], aug.babble_crop(track, 4000, aug.utterance_seed(6, "a")).numpy())
+
+
+def test_babble_noise_needs_its_track():
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("white", "babble"))
+    assert config.uses_babble and not aug.AugmentConfig(noise_colours=("babble",)).uses_babble  # prob 0: off
+    with pytest.raises(ValueError, match="babble track"):
+        aug.perturb_waveform(_tone(300.0), config, SEED)
+
+
 def test_gain_changes_the_level_within_its_range():
     config = aug.AugmentConfig(gain_db=6.0)
     wav = _tone(300.0)
@@ -164,6 +237,7 @@ def test_spec_augment_masks_whole_bands_across_streams():
     ({"noise_prob": 1.5}, "noise_prob"),
     ({"snr_min_db": 30, "snr_max_db": 5}, "snr_min_db"),
     ({"noise_colours": ("purple",)}, "colours"),
+    ({"noise_colours": ("babble",), "babble_talkers": 0}, "babble_talkers"),
     ({"time_masks": -1}, "time_masks"),
     ({"vtlp_factors": (0.5,)}, "VTLP factors"),
     ({"pitch_factors": (3.0,)}, "pitch factors"),
@@ -211,6 +285,34 @@ def test_pipeline_augmentation_is_deterministic_and_keeps_labels_aligned(audio_m
         assert set(np.unique(steps)) <= {0, 1, 2}  # monotone re-timing of the original frames
         assert abs(labels.size - clean[utt][1].size) >= 2  # every utterance was sped up or slowed down
     assert any(not np.array_equal(first[u][0], other[u][0]) for u in first)  # another epoch, other draws
+
+
+def test_babble_sources_are_the_training_utterances(audio_manifest):
+    from crnn_tf.data.pipelines import babble_sources
+    from tests.data.fixtures import synth
+
+    every = babble_sources(audio_manifest, 10 ** 9, seed=0)
+    assert len(every) == 6
+    for utt, waveform in every.items():
+        i = int(utt.rsplit("utt", 1)[1])  # make_data_dir's utterance i is synth(0.3 + 0.1 (i % 5) s, seed=i)
+        assert waveform.size > 0 and np.array_equal(waveform, synth(0.3 + 0.1 * (i % 5), seed=i)[:waveform.size])
+    few = [sorted(babble_sources(audio_manifest, 8000, seed=s)) for s in range(6)]
+    assert all(0 < len(f) < 6 for f in few) and len({tuple(f) for f in few}) > 1  # a seeded choice
+
+
+def test_babble_in_the_pipeline_is_deterministic_and_keeps_labels(audio_manifest, tmp_path):
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("babble",), snr_min_db=5.0, snr_max_db=5.0,
+                               babble_talkers=3)
+    first, again, other = (_epoch(audio_manifest, config, seed) for seed in (5, 5, 6))
+    clean = _epoch(audio_manifest, None, 5)
+    for utt, (features, labels) in first.items():
+        assert np.array_equal(features, again[utt][0])
+        assert np.array_equal(labels, clean[utt][1]) and features.shape == clean[utt][0].shape
+        assert not np.allclose(features, clean[utt][0], atol=1e-2)
+        assert not np.allclose(features, other[utt][0], atol=1e-2)  # another epoch, another track and crops
+    features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"), progress=False)
+    with pytest.raises(ValueError, match="babble noise is made from the training set's own audio"):
+        utterance_dataset(features_manifest, augment=config)
 
 
 def test_vtlp_warps_each_utterance_by_one_drawn_factor_and_keeps_its_labels(audio_manifest):
