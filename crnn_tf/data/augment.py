@@ -5,6 +5,8 @@ Waveform perturbations (audio-mode data, before the front end), in this order:
 * speed perturbation (Kaldi's 0.9/1.0/1.1 recipe, sox `speed`): band-limited resampling, so duration scales by
   1/factor and pitch and formants by factor — the cheapest stand-in for new speakers (vocal-tract length). Frame labels
   are re-timed to the new frames (`stretch_labels`).
+* pitch perturbation: pitch and formants scaled by a factor, duration kept (`time_stretch`, a phase vocoder, to
+  factor × the duration, then `resample` by the factor), so the labels stay as they are.
 * gain: a uniform random level change in dB.
 * simulated room reverberation: an exponentially decaying noise impulse response of random RT60 whose direct path is
   at lag 0, so the frame timing (and the labels) stay where they were.
