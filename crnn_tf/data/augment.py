@@ -150,8 +150,7 @@ class AugmentConfig:
     @property
     def changes_waveform(self) -> bool:
         """True when some perturbation acts on the audio (needs audio-mode data)."""
-        return bool(self.speed_factors and set(self.speed_factors) != {1.0}) or \
-            bool(self.pitch_factors and set(self.pitch_factors) != {1.0}) or self.gain_db > 0 or \
+        return _perturbs(self.speed_factors) or _perturbs(self.pitch_factors) or self.gain_db > 0 or \
             self.reverb_prob > 0 or self.telephone_prob > 0 or self.noise_prob > 0
 
     @property
@@ -162,7 +161,7 @@ class AugmentConfig:
     @property
     def warps_frequency(self) -> bool:
         """True when VTLP warps the mel filters (needs audio-mode data)."""
-        return bool(self.vtlp_factors and set(self.vtlp_factors) != {1.0})
+        return _perturbs(self.vtlp_factors)
 
     @property
     def needs_audio(self) -> bool:
@@ -205,6 +204,22 @@ def _uniform(seed, low, high):
 
 def _chance(seed, probability):
     return tf.random.stateless_uniform([], seed) < probability
+
+
+def _pick(seed, count):
+    """An int32 index drawn uniformly from range(count)."""
+    return tf.random.stateless_uniform([], seed, 0, count, dtype=tf.int32)
+
+
+def _perturbs(factors) -> bool:
+    """True when a factor list draws some factor other than 1."""
+    return bool(factors and set(factors) != {1.0})
+
+
+def _apply_drawn_factor(waveform, factors, seed, transform):
+    """`(transform(waveform, f), f)` for f drawn uniformly from `factors`; the waveform untouched when f is 1."""
+    factor = tf.gather(tf.constant(factors, tf.float32), _pick(seed, len(factors)))
+    return tf.cond(tf.equal(factor, 1.0), lambda: waveform, lambda: transform(waveform, factor)), factor
 
 
 def resample(waveform, factor):
@@ -404,15 +419,11 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
     seeds = tf.random.experimental.stateless_split(seed, 10)
     factor = tf.constant(1.0)
     if config.speed_factors:
-        choices = tf.constant(config.speed_factors, tf.float32)
-        factor = tf.gather(choices, tf.random.stateless_uniform([], seeds[0], 0, len(choices), dtype=tf.int32))
-        waveform = tf.cond(tf.equal(factor, 1.0), lambda: waveform, lambda: resample(waveform, factor))
+        waveform, factor = _apply_drawn_factor(waveform, config.speed_factors, seeds[0], resample)
     if config.pitch_factors:
         # Its own seed, so that adding pitch perturbation leaves every other draw of an utterance as it was.
         pitch_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        choices = tf.constant(config.pitch_factors, tf.float32)
-        pitch = tf.gather(choices, tf.random.stateless_uniform([], pitch_seed, 0, len(choices), dtype=tf.int32))
-        waveform = tf.cond(tf.equal(pitch, 1.0), lambda: waveform, lambda: pitch_shift(waveform, pitch))
+        waveform, _ = _apply_drawn_factor(waveform, config.pitch_factors, pitch_seed, pitch_shift)
     if config.gain_db > 0:
         waveform = waveform * 10.0 ** (_uniform(seeds[1], -config.gain_db, config.gain_db) / 20.0)
     if config.reverb_prob > 0:
@@ -426,7 +437,7 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
         if config.uses_babble and babble is None:
             raise ValueError("babble noise needs the babble track (`babble_bank` of the training audio): pass babble=")
         snr = _uniform(seeds[7], config.snr_min_db, config.snr_max_db)
-        kind = tf.random.stateless_uniform([], seeds[8], 0, len(config.noise_colours), dtype=tf.int32)
+        kind = _pick(seeds[8], len(config.noise_colours))
         length = tf.shape(waveform)[0]
 
         def noise(name):
@@ -457,7 +468,7 @@ def vtlp_mel_weights(config: AugmentConfig, feature_config, seed):
     from crnn_tf.features.fbank import mel_banks
 
     banks = tf.constant(np.stack([mel_banks(feature_config, f) for f in config.vtlp_factors]), tf.float32)
-    index = tf.random.stateless_uniform([], seed, 0, len(config.vtlp_factors), dtype=tf.int32)
+    index = _pick(seed, len(config.vtlp_factors))
     return banks[index], tf.constant(config.vtlp_factors, tf.float32)[index]
 
 
