@@ -79,6 +79,8 @@ def define_flags():
         "LSTMP=Lstm384P128+2xReLU512",
         "CLSTM=CLstm48P32+Pool3+Lstm384P128+2xReLU512",
     ], "NAME=SPEC pairs: the networks to train and compare (scaled-down zoo specs with the paper's structure).")
+    flags.DEFINE_list("net_seeds", [], "NAME=SEED pairs: a net's own seed for initialisation, data order and "
+                      "augmentation (default --seed), so that one spec trained twice gives two nets to --combine.")
     flags.DEFINE_list("combine", [], "NAME=NET+NET… system combinations (Kaldi's nnet combination at the frame level): "
                       "the mean of the listed nets' log-likelihoods, decoded and tuned on dev like any net.")
     flags.DEFINE_integer("epochs", 4, "Training epochs, the same budget for every net.")
@@ -274,13 +276,13 @@ def features_stage(work: pathlib.Path, data: dict, hmm: dict) -> dict:
             for split, m in (("train", train), ("dev", dev))}
 
 
-def train_stage(work: pathlib.Path, name: str, spec: str, features: dict) -> dict:
+def train_stage(work: pathlib.Path, name: str, spec: str, features: dict, seed: int) -> dict:
     from crnn_tf.train.config import TrainConfig
     from crnn_tf.train.loop import train
 
     config = TrainConfig(model_spec=spec, train_data=features["train"]["path"], dev_data=features["dev"]["path"],
                          model_dir=str(work / "models" / name), epochs=FLAGS.epochs, optimizer=FLAGS.optimizer,
-                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout, seed=FLAGS.seed,
+                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout, seed=seed,
                          augment=common_flags.augment_from_flags(), progress=False)
     return train(config)
 
@@ -533,6 +535,20 @@ def _combinations(items: list[str], nets: dict) -> dict:
     return combinations
 
 
+def _net_seeds(items: list[str], nets: dict, default: int) -> dict:
+    """`{net: seed}` for every net: `--net_seeds` items `NAME=SEED` override `default` (`--seed`)."""
+    seeds = dict.fromkeys(nets, default)
+    for item in items:
+        name, _, seed = item.partition("=")
+        if name not in nets:
+            raise app.UsageError(f"--net_seeds item {item!r}: {name!r} is not one of the nets ({', '.join(nets)})")
+        try:
+            seeds[name] = int(seed)
+        except ValueError:
+            raise app.UsageError(f"--net_seeds item {item!r}: expected NAME=SEED with an integer seed") from None
+    return seeds
+
+
 def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(STAGES) - 1) -> str | None:
     """Runs the selected stages over `work` (flags give the settings); returns the report table once written."""
     from tools.report import read_metrics, write_report
@@ -540,6 +556,7 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
     recipe = Recipe(work, first_stage, last_stage)
     nets = dict(item.split("=", 1) for item in FLAGS.nets)
     combinations = _combinations(FLAGS.combine, nets)
+    seeds = _net_seeds(FLAGS.net_seeds, nets, FLAGS.seed)
     start = time.time()
     data = recipe.run_stage("data", data_stage, work)
     if not recipe.wanted("hmm"):
@@ -552,13 +569,14 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
     rows, curves = [], {}
     for name, spec in nets.items():
         if recipe.wanted("train"):
-            recipe.run_stage(f"train_{name}", train_stage, work, name, spec, features)
+            recipe.run_stage(f"train_{name}", train_stage, work, name, spec, features, seeds[name])
         if recipe.wanted("export"):
             recipe.run_stage(f"export_{name}", export_stage, work, name)
         if recipe.wanted("decode"):
             decoded = recipe.run_stage(f"decode_{name}", decode_stage, work, name, hmm, data)
             curves[name] = read_metrics(str(work / "models" / name / "metrics.jsonl"))
-            rows.append({"net": name, "spec": spec, "params": _count_params(work, name),
+            shown_spec = spec if seeds[name] == FLAGS.seed else f"{spec}, seed {seeds[name]}"
+            rows.append({"net": name, "spec": shown_spec, "params": _count_params(work, name),
                          "dev_frame_accuracy": max(r.get("dev_frame_accuracy", 0.0) for r in curves[name]),
                          "results": {k: decoded[k] for k in sets},
                          "scoring_rtf": decoded["scoring_real_time_factor"]})
