@@ -63,7 +63,6 @@ AUGMENTATIONS = {
     "vtlp": AugmentConfig(vtlp_factors=(0.9, 0.95, 1.0, 1.05, 1.1)),
     "edge_trim": AugmentConfig(edge_trim_frames=5),
     "silence_trim": AugmentConfig(silence_trim_prob=1.0),
-    "trim_keep_states": AugmentConfig(silence_trim_prob=1.0, trim_keep_states=True),
     "specaugment": AugmentConfig(time_masks=2, time_mask_frames=5, freq_masks=2, freq_mask_bands=4),
     "all": AugmentConfig(speed_factors=(0.9, 1.0, 1.1), gain_db=6.0, noise_prob=0.5, reverb_prob=0.3,
                          telephone_prob=0.3, time_masks=2, freq_masks=2),

@@ -31,11 +31,7 @@ Silence trimming (audio mode): corpora such as FSDD were cut by a silence trimme
 consonants too (an /s/ 15-25 dB below the vowel). With probability `silence_trim_prob` an utterance keeps only the
 frames from the first to the last one within a floor drawn per utterance from [`silence_trim_min_db`,
 `silence_trim_max_db`] dB below its loudest frame; the labels are cut with the frames. Edge trimming, when on, then
-cuts the result. A trimmed real recording still has its whole transcript, so a forced alignment (and the decoding
-graph, which needs a frame for every HMM state) squeezes the states of the cut sounds into the first and last frames
-that are left. With `trim_keep_states` the trimmed training labels do the same (`keep_cut_states`): every state of
-the speech that was cut (frames within 30 dB of the loudest) gets one frame at the new edge, taken from the kept
-states nearest the edge (each keeps one), so the network learns what those edge frames mean to the decoder.
+cuts the result.
 
 Feature perturbation (either mode, after the front end): SpecAugment time and frequency masks (masked values set to 0,
 the normalised mean; a frequency mask covers the same bands in every Δ stream).
@@ -61,8 +57,6 @@ import tensorflow as tf
 
 # Spectral slope exponents of the generated noises: power ∝ 1 / f^alpha.
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-# Frames within this many dB of an utterance's loudest are its speech (edge trimming, restoring cut states).
-SPEECH_FLOOR_DB = 30.0
 # The noise kinds `noise_colours` may list: the generated colours and babble from the training speech.
 NOISE_KINDS = (*NOISE_COLOURS, "babble")
 # Length of the babble track: long enough that utterances seldom get the same stretch of it.
@@ -97,9 +91,6 @@ class AugmentConfig:
       silence_trim_prob: probability that an utterance is cut to its frames within a random floor of its loudest
         frame (a silence trimmer with a random threshold). Default 0 (off).
       silence_trim_min_db, silence_trim_max_db: range of that floor, in dB below the loudest frame. Defaults 10, 30.
-      trim_keep_states: when trimming cuts into speech, the cut states keep one frame each at the new edge, as a
-        forced alignment of the trimmed audio would give them (`keep_cut_states`). Default False (the labels are
-        cut with the frames).
     """
 
     speed_factors: tuple[float, ...] = ()
@@ -123,7 +114,6 @@ class AugmentConfig:
     silence_trim_prob: float = 0.0
     silence_trim_min_db: float = 10.0
     silence_trim_max_db: float = 30.0
-    trim_keep_states: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "speed_factors", tuple(float(f) for f in self.speed_factors))
@@ -153,9 +143,6 @@ class AugmentConfig:
             raise ValueError(f"noise colours {self.noise_colours}: choose from {list(NOISE_KINDS)}")
         if self.babble_talkers < 1:
             raise ValueError(f"babble_talkers must be ≥ 1, got {self.babble_talkers}")
-        if self.trim_keep_states and not self.trims_edges:
-            raise ValueError("trim_keep_states restores the states a trim cuts: it needs edge_trim_frames > 0 or "
-                             "silence_trim_prob > 0")
         for name in ("time_masks", "time_mask_frames", "freq_masks", "freq_mask_bands", "edge_trim_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
@@ -493,7 +480,7 @@ def _speech_bounds(log_energy, floor_db):
     return tf.reduce_min(tf.where(speech, index, frames)), tf.reduce_max(tf.where(speech, index, -1))
 
 
-def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = SPEECH_FLOOR_DB):
+def edge_trim_range(log_energy, max_into_speech: int, seed, floor_db: float = 30.0):
     """`(start, end)` frames an utterance keeps when its edges are trimmed at random into its speech.
 
     The start is uniform in `[0, onset + max_into_speech]`, the end in `[offset + 1 - max_into_speech, frames]`,
@@ -550,56 +537,6 @@ def silence_trim_range(log_energy, config: AugmentConfig, seed):
     return tf.where(trimmed, onset, 0), tf.where(trimmed, offset + 1, tf.shape(log_energy)[0])
 
 
-def _runs(labels):
-    """`(values, lengths)` of the runs of equal consecutive labels."""
-    previous = tf.concat([tf.constant([-1], labels.dtype), labels], 0)[:-1]
-    starts = tf.not_equal(labels, previous)
-    positions = tf.cast(tf.where(starts)[:, 0], tf.int32)
-    lengths = tf.concat([positions[1:], tf.shape(labels)], 0) - positions
-    return tf.boolean_mask(labels, starts), lengths
-
-
-def _prepend_states(labels, states):
-    """`labels` (same length) with `states` one frame each in front; the frames come from the first runs, each of
-    which keeps at least one (states that find no frame are dropped, farthest from the labels first)."""
-    values, lengths = _runs(labels)
-    spare = lengths - 1
-    states = states[tf.maximum(tf.size(states) - tf.reduce_sum(spare), 0):]
-    take = tf.clip_by_value(tf.size(states) - tf.cumsum(spare, exclusive=True), 0, spare)
-    return tf.repeat(tf.concat([states, values], 0), tf.concat([tf.ones_like(states), lengths - take], 0))
-
-
-def keep_cut_states(labels, log_energy, start, end):
-    """The labels of frames `[start, end)` of a trimmed utterance, as a forced alignment of the trimmed audio gives them.
-
-    The states of the speech frames the trim removed (between the speech onset and `start`, and between `end` and
-    the speech offset: the first and last frames within `SPEECH_FLOOR_DB` of the loudest) get one frame each at the
-    new edges, in order; states of the leading and trailing silence are not restored. The kept states nearest the
-    edge give up those frames, each keeping at least one. The decoding graph needs a frame for every state of the transcript, so this is what the
-    network must emit on a recording whose first or last sound a silence trimmer cut away.
-
-    Args:
-      labels: int `[frames]` frame labels of the whole utterance.
-      log_energy: float `[frames]` its natural-log frame energies (fbank's energy column before normalisation).
-      start, end: the frames kept, `[start, end)`.
-
-    Returns:
-      int `[end - start]` labels.
-
-    Example (the cut states 1 and 4 come back, from the spare frames of 3 and 6):
-    >>> labels = tf.constant([0, 1, 1, 2, 3, 3, 3, 5, 6, 6, 4, 4, 0])
-    >>> energy = tf.constant([0., 5., 6., 8., 9., 9., 9., 9., 8., 8., 6., 5., 0.])  # 0 is 39 dB below the loudest
-    >>> keep_cut_states(labels, energy, 3, 10).numpy().tolist()
-    [1, 2, 3, 3, 5, 6, 4]
-    """
-    labels = tf.convert_to_tensor(labels)
-    onset, offset = _speech_bounds(tf.convert_to_tensor(log_energy, tf.float32), SPEECH_FLOOR_DB)
-    head = _runs(labels[tf.minimum(onset, start):start + 1])[0][:-1]
-    tail = _runs(labels[end - 1:tf.maximum(offset + 1, end)])[0][1:]
-    kept = _prepend_states(labels[start:end], head)
-    return tf.reverse(_prepend_states(tf.reverse(kept, [0]), tf.reverse(tail, [0])), [0])
-
-
 def perturbed_speaker_stats(speaker, clean, perturbed, var_floor: float = 1e-10):
     """Kaldi CMVN stats `[2, D + 1]` of a speaker as if all their audio had been perturbed like one utterance.
 
@@ -653,9 +590,8 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "BABBLE_SECONDS", "NOISE_COLOURS", "NOISE_KINDS", "SPEECH_FLOOR_DB", "add_noise", "babble_bank",
-           "babble_crop",
+__all__ = ["AugmentConfig", "BABBLE_SECONDS", "NOISE_COLOURS", "NOISE_KINDS", "add_noise", "babble_bank", "babble_crop",
            "coloured_noise", "mix_at_snr", "perturb_waveform", "vtlp_mel_weights",
-           "edge_trim_range", "silence_trim_range", "keep_cut_states",
+           "edge_trim_range", "silence_trim_range",
            "perturbed_speaker_stats", "pitch_shift", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "time_stretch", "utterance_seed"]

@@ -42,8 +42,8 @@ import numpy as np
 import tensorflow as tf
 
 from crnn_tf.data.augment import (BABBLE_SECONDS, AugmentConfig, babble_bank, perturb_waveform, perturbed_speaker_stats,
-                                  spec_augment, edge_trim_range, keep_cut_states, silence_trim_range, stretch_labels,
-                                  utterance_seed, vtlp_mel_weights)
+                                  spec_augment, edge_trim_range, silence_trim_range, stretch_labels, utterance_seed,
+                                  vtlp_mel_weights)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
 from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
@@ -195,11 +195,7 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
                 start, end = 0, ex["num_frames"]
                 for cut_start, cut_end in cuts:  # each cut is relative to the frames the previous one kept
                     start, end = start + cut_start, start + cut_end
-                ex["features"] = ex["features"][start:end]
-                if augment.trim_keep_states:
-                    ex["labels"] = keep_cut_states(ex["labels"], static[0, : ex["num_frames"], 0], start, end)
-                else:
-                    ex["labels"] = ex["labels"][start:end]
+                ex["features"], ex["labels"] = ex["features"][start:end], ex["labels"][start:end]
                 ex["num_frames"] = tf.cast(end - start, ex["num_frames"].dtype)
         ex.pop("cmvn_stats", None)
         if augment.masks_features:

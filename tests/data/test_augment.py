@@ -399,9 +399,9 @@ def test_silence_trim_cuts_where_a_random_threshold_crosses_the_energy():
         aug.AugmentConfig(silence_trim_min_db=30.0, silence_trim_max_db=10.0)
 
 
-def _swelling_manifest(tmp_path, frames_per_state):
-    """Audio-mode data of utterances that swell from 40 dB below their peak to it and fade again (linear in dB),
-    aligned to states `frame // frames_per_state`."""
+def test_silence_trim_in_the_pipeline_keeps_features_and_labels_together(tmp_path):
+    # Utterances that swell from 40 dB below their peak to it and fade again (linear in dB): a 20 dB floor keeps
+    # the middle half of each.
     from crnn_tf.data.kaldi_io import write_int32_vectors
     from tests.data.fixtures import write_wav
 
@@ -411,16 +411,10 @@ def _swelling_manifest(tmp_path, frames_per_state):
         envelope_db = -40.0 * np.abs(np.linspace(-1.0, 1.0, x.size))
         samples[utt] = np.round(x * 10 ** (envelope_db / 20)).astype(np.int16)
         write_wav(tmp_path / "wav" / f"{utt}.wav", samples[utt])
-    write_int32_vectors(f"ark:{tmp_path / 'ali.ark'}",
-                        [(u, np.arange(config.num_frames(s.size), dtype=np.int32) // frames_per_state)
-                         for u, s in sorted(samples.items())])
-    return prepare_data_dir(data_dir, str(tmp_path / "prepared"), alignments=str(tmp_path / "ali.ark"),
-                            mode="audio", config=config, num_targets=100, progress=False)
-
-
-def test_silence_trim_in_the_pipeline_keeps_features_and_labels_together(tmp_path):
-    # A 20 dB floor keeps the middle half of each swelling utterance.
-    manifest = _swelling_manifest(tmp_path, 1)
+    write_int32_vectors(f"ark:{tmp_path / 'ali.ark'}", [(u, np.arange(config.num_frames(s.size), dtype=np.int32))
+                                                        for u, s in sorted(samples.items())])
+    manifest = prepare_data_dir(data_dir, str(tmp_path / "prepared"), alignments=str(tmp_path / "ali.ark"),
+                                mode="audio", config=config, num_targets=100, progress=False)
     trim = aug.AugmentConfig(silence_trim_prob=1.0, silence_trim_min_db=20.0, silence_trim_max_db=20.0)
     trimmed, clean = (_epoch(manifest, c, 5) for c in (trim, None))
     for utt, (features, labels) in trimmed.items():
@@ -429,55 +423,6 @@ def test_silence_trim_in_the_pipeline_keeps_features_and_labels_together(tmp_pat
         assert np.array_equal(labels, np.arange(first, first + labels.size))  # a contiguous cut
         np.testing.assert_allclose(features[:, 31:], clean[utt][0][first:first + labels.size, 31:], atol=1e-4)
         assert abs(first - frames / 4) <= 3 and abs(labels.size - frames / 2) <= 5
-
-
-@pytest.mark.parametrize("start, end, expected", [
-    (0, 13, [0, 1, 1, 2, 3, 3, 3, 5, 6, 6, 4, 4, 0]),  # nothing cut
-    (3, 10, [1, 2, 3, 3, 5, 6, 4]),  # state 1 cut at the head, 4 at the tail: each gets a frame
-    (4, 7, [1, 2, 3]),  # both head states fit (3 had two spare frames); no frame left for the tail's 5, 6, 4
-    (5, 8, [2, 3, 5]),  # one spare frame: the cut state nearest the kept speech (2) gets it, 1 is dropped
-    (1, 12, [1, 1, 2, 3, 3, 3, 5, 6, 6, 4, 4]),  # only silence cut (39 dB down): nothing to restore
-], ids=["uncut", "head_and_tail", "no_room_at_tail", "nearest_state_first", "silence_only"])
-def test_keep_cut_states_gives_each_cut_state_one_frame(start, end, expected):
-    labels = tf.constant([0, 1, 1, 2, 3, 3, 3, 5, 6, 6, 4, 4, 0])
-    energy = tf.constant([0., 5., 6., 8., 9., 9., 9., 9., 8., 8., 6., 5., 0.])  # 30 dB floor: frames 1-11 speech
-    assert aug.keep_cut_states(labels, energy, start, end).numpy().tolist() == expected
-
-
-def test_keep_cut_states_keeps_every_kept_state_and_the_order():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        labels = np.repeat(rng.permutation(40)[:12], rng.integers(1, 6, 12)).astype(np.int32)
-        energy = rng.uniform(5.0, 9.0, labels.size).astype(np.float32)
-        start = int(rng.integers(0, labels.size // 2))
-        end = int(rng.integers(start + 1, labels.size + 1))
-        out = aug.keep_cut_states(labels, energy, start, end).numpy()
-        kept_states = [v for i, v in enumerate(labels[start:end]) if i == 0 or v != labels[start + i - 1]]
-        out_states = [v for i, v in enumerate(out) if i == 0 or v != out[i - 1]]
-        whole_states = [v for i, v in enumerate(labels) if i == 0 or v != labels[i - 1]]
-        assert out.size == end - start
-        assert set(kept_states) <= set(out_states)  # no kept state loses its last frame
-        first = whole_states.index(out_states[0])
-        assert out_states == whole_states[first:first + len(out_states)]  # a contiguous, ordered piece of the path
-
-
-def test_silence_trim_with_kept_states_labels_the_edges_with_the_cut_speech(tmp_path):
-    # States of 4 frames. A 20 dB floor keeps the middle half; speech (30 dB floor) starts an eighth in, so the
-    # states between an eighth and a quarter of the way come back at the head, one frame each (mirrored at the tail).
-    manifest = _swelling_manifest(tmp_path, 4)
-    trim = dict(silence_trim_prob=1.0, silence_trim_min_db=20.0, silence_trim_max_db=20.0)
-    kept, plain, clean = (_epoch(manifest, c, 5) for c in (aug.AugmentConfig(**trim, trim_keep_states=True),
-                                                            aug.AugmentConfig(**trim), None))
-    for utt, (features, labels) in kept.items():
-        frames, last_state = clean[utt][1].size, int(clean[utt][1][-1])
-        np.testing.assert_array_equal(features, plain[utt][0])  # the same frames
-        assert labels.size == plain[utt][1].size
-        states = [v for i, v in enumerate(labels) if i == 0 or v != labels[i - 1]]
-        assert states == list(range(states[0], states[-1] + 1))  # every state between, in order
-        assert states[0] < plain[utt][1][0] and states[-1] > plain[utt][1][-1]
-        assert abs(states[0] - frames / 8 / 4) <= 1 and abs(states[-1] - (last_state - frames / 8 / 4)) <= 1
-    with pytest.raises(ValueError, match="trim_keep_states .* needs edge_trim_frames > 0 or silence_trim_prob > 0"):
-        aug.AugmentConfig(trim_keep_states=True)
 
 
 def test_waveform_augmentation_needs_audio_mode(audio_manifest, tmp_path):
