@@ -105,20 +105,34 @@ def define_augment_flags(defaults=None) -> None:
         else:
             flags.DEFINE_float(name, default, help_text)
 
+    def valid(values):
+        try:
+            _augment_config(values)
+        except ValueError as error:
+            raise flags.ValidationError(f"--{AUGMENT_PREFIX}*: {error}") from None
+        return True
 
-def augment_from_flags():
-    """The `AugmentConfig` the `--augment_*` flags describe."""
+    flags.register_multi_flags_validator([AUGMENT_PREFIX + f.name for f in dataclasses.fields(AugmentConfig)], valid)
+
+
+def _augment_config(values: dict):
+    """The `AugmentConfig` of `{flag name: value}` for the `--augment_*` flags."""
     from crnn_tf.data.augment import AugmentConfig
 
-    values = {}
+    fields = {}
     for field in dataclasses.fields(AugmentConfig):
-        value = getattr(FLAGS, AUGMENT_PREFIX + field.name)
+        value = values[AUGMENT_PREFIX + field.name]
         if field.name.endswith("_factors"):
             value = tuple(float(v) for v in value)
         elif isinstance(field.default, tuple):
             value = tuple(value)
-        values[field.name] = value
-    return AugmentConfig(**values)
+        fields[field.name] = value
+    return AugmentConfig(**fields)
+
+
+def augment_from_flags():
+    """The `AugmentConfig` the `--augment_*` flags describe."""
+    return _augment_config({name: getattr(FLAGS, name) for name in FLAGS if name.startswith(AUGMENT_PREFIX)})
 
 
 # The FeatureConfig fields a user commonly changes get a flag each; --feature_config (JSON) sets any field.

@@ -109,3 +109,20 @@ def test_a_bad_dropout_rate_stops_the_tool_naming_the_flag(module, args):
                           env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 1, done.stderr[-2000:]
     assert "flag --dropout=" in done.stderr and "dropout must be in [0, 1)" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("tools.recipe", ["--augment_noise_colours=white,purple", "--work_dir=/nonexistent/never_written"],
+     "noise colours ('white', 'purple'): choose from ['white', 'pink', 'brown', 'babble']"),
+    ("tools.train", ["--augment_silence_trim_min_db=30", "--augment_silence_trim_max_db=10", "--model_spec=ReLU8",
+                     "--train_data=x", "--model_dir=/nonexistent/never_written"],
+     "need 0 < silence_trim_min_db ≤ silence_trim_max_db, got 30.0, 10.0"),
+    ("tools.train", ["--augment_speed_factors=0.9,fast", "--model_spec=ReLU8", "--train_data=x",
+                     "--model_dir=/nonexistent/never_written"], "could not convert string to float: 'fast'"),
+], ids=["unknown_noise_colour", "floors_reversed", "factor_not_a_number"])
+def test_bad_augmentation_flags_stop_the_tool_at_parse_time(module, args, message):
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Flags parsing error" in done.stderr and f"--augment_*: {message}" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
