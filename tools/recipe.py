@@ -68,9 +68,7 @@ def define_flags():
     flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
     flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
     flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
-    flags.DEFINE_bool("hmm_early_exit", False, "Every phone's HMM may be left from any of its states, so a phone "
-                      "takes one frame at least instead of three (recordings cut by a silence trimmer keep only part "
-                      "of their first and last sounds). Off: Kaldi's standard 3-state left-to-right topology.")
+    common_flags.define_topology_flags()
     flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
     flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
     flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone "

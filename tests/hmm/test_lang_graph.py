@@ -70,3 +70,71 @@ def test_word_loop_grammar_accepts_any_digit_string_at_equal_cost(tiny_lang, tmp
     assert cost(["TWO", "ONE"]) == pytest.approx(3 * unit + 2 * 1.5)
     with pytest.raises(ValueError, match="not in"):
         make_word_loop_grammar(lang_dir, ["ELEVEN"])
+
+
+def _fewest_frames(fst) -> int:
+    """Frames on the shortest path through a training graph: arcs with a transition id (non-epsilon input) count 1."""
+    import heapq
+
+    arcs, finals = {}, set()
+    for line in fst.to_str().splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            arcs.setdefault(int(fields[0]), []).append((int(fields[1]), int(fields[2]) != 0))
+        elif fields:
+            finals.add(int(fields[0]))
+    best, queue = {}, [(0, fst.start)]
+    while queue:
+        frames, state = heapq.heappop(queue)
+        if state in best:
+            continue
+        best[state] = frames
+        if state in finals:
+            return frames
+        for nxt, emits in arcs.get(state, []):
+            heapq.heappush(queue, (frames + emits, nxt))
+    raise AssertionError("no path to a final state")
+
+
+@pytest.mark.parametrize("early_exit, frames_per_phone", [(False, 3), (True, 1)], ids=["left_to_right", "early_exit"])
+def test_early_exit_topology_lets_every_phone_take_one_frame(tiny_corpus, tmp_path, early_exit, frames_per_phone):
+    import kaldi_hmm_gmm as khg
+
+    from crnn_tf.hmm import model
+    from crnn_tf.hmm.align import compile_training_graphs
+    from crnn_tf.hmm.lang import prepare_lang
+
+    lang_dir = str(tmp_path / "lang")
+    prepare_lang(str(tiny_corpus / "dict"), lang_dir, early_exit=early_exit)
+    topo = khg.HmmTopology()
+    with open(os.path.join(lang_dir, "topo")) as f:
+        topo.read(f.read())
+    topo.check()
+    tree = model.monophone_tree(topo)
+    lang = Lang(lang_dir)
+    pronunciations = dict(line.split(maxsplit=1) for line in open(os.path.join(lang_dir, "lexicon.txt")))
+    phones = sum(len(pronunciations[w].split()) for w in ("ONE", "TWO"))
+    graphs, _ = compile_training_graphs(lang, lang_dir, model.transition_model(topo, tree), tree, {"u": "ONE TWO"},
+                                        "test")
+    assert _fewest_frames(graphs["u"]) == frames_per_phone * phones  # optional silence skipped
+    assert all(topo.min_length(p) == frames_per_phone for p in topo.phones)
+
+
+def test_a_gmm_trains_and_decodes_on_the_early_exit_topology(tiny_corpus, tmp_path):
+    from crnn_tf.data.kaldi_io import read_text_table
+    from crnn_tf.hmm.align import GmmTrainConfig, align_data_dir, read_gmm_model
+    from crnn_tf.hmm.decoder import HybridDecoder
+    from crnn_tf.hmm.error_rate import error_rate
+    from crnn_tf.hmm.features import compute_mfcc
+
+    cfg = GmmTrainConfig(num_iters=4, realign_iters=(1, 2, 3), max_gauss=150, gauss_increase_iters=3)
+    out = align_data_dir(str(tiny_corpus / "train"), str(tiny_corpus / "dict"), str(tmp_path), cfg, early_exit=True)
+    tm, gmm = read_gmm_model(out["model"])
+    assert all(tm.topo.min_length(p) == 1 for p in tm.topo.phones)
+    assert out["phone_agreement"] > 0.8 and not out["failed_utts"]
+    feats = compute_mfcc(str(tiny_corpus / "test"))
+    results = HybridDecoder(out["graph"], acoustic_scale=0.083).decode_many(
+        [(u, gmm.loglik(f)) for u, f in sorted(feats.items())], num_workers=1)
+    refs = {u: t.split() for u, t in read_text_table(tiny_corpus / "test" / "text").items()}
+    wer = error_rate(refs, {r.utt: r.words for r in results})
+    assert wer.rate < 30.0, wer.report()  # as the standard topology's GMM on these 12 unseen-voice utterances
