@@ -35,7 +35,6 @@ def define_flags():
     flags.DEFINE_enum("stage", "mono", ["mono", "tri1"], "mono: lang, G, monophone system (<exp>/mono) and its graph "
                       "(<exp>/graph); tri1: a decision tree and triphone system from the monophone alignment "
                       "(<exp>/tri1, with its graph in <exp>/tri1/graph), after a mono run on the same --exp.")
-    common_flags.define_topology_flags()
     common_flags.define_triphone_flags()
     flags.DEFINE_string("ali_dir", None, "tri1: the system whose final.mdl and ali.ark start it (default <exp>/mono).")
 
@@ -62,7 +61,7 @@ def main(argv):
                       realign_iters=tuple(i for i in GmmTrainConfig().realign_iters if i < FLAGS.num_iters))
     try:
         out = align_data_dir(FLAGS.data, dict_dir, FLAGS.exp, cfg, lm_order=FLAGS.lm_order,
-                             allow_pipes=FLAGS.allow_wav_pipes, early_exit=FLAGS.hmm_early_exit)
+                             allow_pipes=FLAGS.allow_wav_pipes)
     except (ValueError, FileNotFoundError) as error:
         print(f"crnn-align: {error}", file=sys.stderr)
         sys.exit(1)

@@ -196,13 +196,6 @@ def decoder_from_flags(**options):
                          model_path=FLAGS.model, **options)
 
 
-def define_topology_flags() -> None:
-    """The HMM topology option shared by the tools that build a lang dir (`crnn-align`, `crnn-recipe`)."""
-    flags.DEFINE_bool("hmm_early_exit", False, "Every phone's HMM may be left from any of its states, so a phone "
-                      "takes one frame at least instead of three (recordings cut by a silence trimmer keep only part "
-                      "of their first and last sounds). Off: Kaldi's standard 3-state left-to-right topology.")
-
-
 def define_triphone_flags(num_leaves: int = 500, tot_gauss: int = 2000, tri_iters: int = 20) -> None:
     """The triphone system's flags (`crnn_tf.hmm.triphone.train_triphone`), the same in crnn-align and crnn-recipe.
 

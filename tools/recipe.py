@@ -68,7 +68,6 @@ def define_flags():
     flags.DEFINE_string("fsdd_dev_takes", "0-4", "Takes of the FSDD training speakers held out as dev.")
     flags.DEFINE_list("extra_train", [], "More Kaldi data dirs to train on (words must be in the lexicon).")
     flags.DEFINE_list("test_sets", [], "More test sets, NAME=DIR (Kaldi data dirs with text).")
-    common_flags.define_topology_flags()
     flags.DEFINE_integer("gmm_iters", 12, "EM iterations of the monophone GMM-HMM.")
     flags.DEFINE_integer("max_gauss", 600, "Gaussians after mixture growth.")
     flags.DEFINE_enum("senones", "mono", ["mono", "tri1"], "The nets' targets and the decoding graph: monophone "
@@ -224,7 +223,7 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
 
     hmm = work / "hmm"
     lang = str(hmm / "lang")
-    hmm_lang.prepare_lang(data["dict"], lang, early_exit=FLAGS.hmm_early_exit)
+    hmm_lang.prepare_lang(data["dict"], lang)
     config = _gmm_config()
     train_utts = set(read_text_table(os.path.join(data["train"], "text")))
     synthetic = data["synthetic_train"]

@@ -525,8 +525,7 @@ def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -
 
 
 def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainConfig | None = None, *,
-                   lm_order: int = 2, lm_texts: list[str] | None = None, allow_pipes: bool = False,
-                   early_exit: bool = False) -> dict:
+                   lm_order: int = 2, lm_texts: list[str] | None = None, allow_pipes: bool = False) -> dict:
     """The whole HMM side for a data dir: lang (L, G), monophone GMM-HMM + alignment, and the decoding graph.
 
     Writes ``exp_dir/lang``, ``exp_dir/mono`` (final.mdl, tree, ali.ark, pdf_ali.ark, prior_counts) and
@@ -540,7 +539,6 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainC
       lm_order: n-gram order of G (default 2).
       lm_texts: Kaldi text files for the LM (default: data_dir/text).
       allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
-      early_exit: the lang's topology lets a phone be left from any of its states (`prepare_lang`). Default False.
 
     Returns:
       dict of paths (lang, model, ali, pdf_ali, prior_counts, graph) plus the TrainResult fields.
@@ -557,7 +555,7 @@ def align_data_dir(data_dir: str, dict_dir: str, exp_dir: str, config: GmmTrainC
     if not any(read_text_table(path) for path in lm_texts):  # the LM toolkit would fail without saying why
         raise ValueError(f"no transcripts in {', '.join(lm_texts)}: nothing to build the LM from or to align")
     lang_dir = os.path.join(exp_dir, "lang")
-    hmm_lang.prepare_lang(dict_dir, lang_dir, early_exit=early_exit)
+    hmm_lang.prepare_lang(dict_dir, lang_dir)
     arpa = os.path.join(exp_dir, "lm.arpa")
     hmm_lang.train_lm(lm_texts, arpa, order=lm_order)
     hmm_lang.make_grammar(lang_dir, arpa)

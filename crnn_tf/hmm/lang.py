@@ -139,7 +139,7 @@ class Lang:
 
 
 def prepare_lang(dict_dir: str, lang_dir: str, *, oov: str = "<UNK>", sil_prob: float = 0.5,
-                 num_states: int = 3, early_exit: bool = False) -> Lang:
+                 num_states: int = 3) -> Lang:
     """Builds a lang directory from a Kaldi dict dir (lexicon.txt, silence_phones.txt, optional_silence.txt, ...).
 
     Args:
@@ -148,8 +148,6 @@ def prepare_lang(dict_dir: str, lang_dir: str, *, oov: str = "<UNK>", sil_prob: 
       oov: the word unknown words map to; must be in the lexicon (default "<UNK>").
       sil_prob: probability of optional silence between words (default 0.5).
       num_states: HMM states per phone in the topology (default 3).
-      early_exit: a phone may be left from any of its states, so it needs one frame, not `num_states`
-        (`crnn_tf.hmm.model.make_topology`). Default False.
 
     Example:
       >>> lang = prepare_lang("corpus/dict", "exp/lang")
@@ -192,8 +190,7 @@ def prepare_lang(dict_dir: str, lang_dir: str, *, oov: str = "<UNK>", sil_prob: 
     with open(os.path.join(lang_dir, "phones", "optional_silence.int"), "w") as f:
         f.write(f"{pid[optional]}\n")
     with open(os.path.join(lang_dir, "topo"), "w") as f:
-        f.write(hmm_model.topology_text([pid[p] for p in silence + nonsilence], num_states,
-                                         early_exit=early_exit))
+        f.write(hmm_model.topology_text([pid[p] for p in silence + nonsilence], num_states))
     _write_tree_inputs(dict_dir, lang_dir, silence, nonsilence)
     lexicon_fst(lexicon, pid, wid, optional, sil_prob).write(os.path.join(lang_dir, "L.fst"))
     ld = lexicon_fst(lex_disambig, pid, wid, optional, sil_prob)

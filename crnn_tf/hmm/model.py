@@ -21,39 +21,26 @@ import numpy as np
 from crnn_tf.data import kaldi_io
 
 
-def make_topology(phones: list[int], num_states: int = 3, self_loop_prob: float = 0.75,
-                  early_exit: bool = False) -> khg.HmmTopology:
+def make_topology(phones: list[int], num_states: int = 3, self_loop_prob: float = 0.75) -> khg.HmmTopology:
     """A left-to-right topology with `num_states` emitting states (pdf classes 0..n-1) for every phone.
 
     Args:
       phones: phone ids (1-based, no disambiguation symbols).
       num_states: emitting states per phone (default 3).
       self_loop_prob: initial self-loop probability (default 0.75; re-estimated in training).
-      early_exit: every state may also leave the phone (initial probability `EARLY_EXIT_PROB`), so a phone takes one
-        frame at least instead of `num_states`. Default False (Kaldi's standard topology).
 
     Example:
-      >>> make_topology([1, 2]).min_length(1), make_topology([1, 2], early_exit=True).min_length(1)
-      (3, 1)
+      >>> make_topology([1, 2]).num_pdf_classes(1)
+      3
     """
-    return _read_topology(topology_text(phones, num_states, self_loop_prob, early_exit))
+    return _read_topology(topology_text(phones, num_states, self_loop_prob))
 
 
-# Initial probability of leaving a phone from a state before its last (`early_exit`); re-estimated in training.
-EARLY_EXIT_PROB = 0.05
-
-
-def topology_text(phones: list[int], num_states: int = 3, self_loop_prob: float = 0.75,
-                  early_exit: bool = False) -> str:
+def topology_text(phones: list[int], num_states: int = 3, self_loop_prob: float = 0.75) -> str:
     """Kaldi text form of `make_topology` (the lang/topo file)."""
-    def transitions(s):
-        if not early_exit or s == num_states - 1:
-            return f"<Transition> {s} {self_loop_prob} <Transition> {s + 1} {1 - self_loop_prob}"
-        forward = 1 - self_loop_prob - EARLY_EXIT_PROB
-        return (f"<Transition> {s} {self_loop_prob} <Transition> {s + 1} {forward:g} "
-                f"<Transition> {num_states} {EARLY_EXIT_PROB}")
-
-    states = "".join(f"<State> {s} <PdfClass> {s} {transitions(s)} </State>\n" for s in range(num_states))
+    states = "".join(
+        f"<State> {s} <PdfClass> {s} <Transition> {s} {self_loop_prob} <Transition> {s + 1} {1 - self_loop_prob} "
+        "</State>\n" for s in range(num_states))
     return (f"<Topology>\n<TopologyEntry>\n<ForPhones>\n{' '.join(map(str, phones))}\n</ForPhones>\n{states}"
             f"<State> {num_states} </State>\n</TopologyEntry>\n</Topology>\n")
 
