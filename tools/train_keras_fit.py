@@ -17,6 +17,8 @@ import os
 
 from absl import app, flags
 
+from tools import common_flags
+
 FLAGS = flags.FLAGS
 
 
@@ -32,6 +34,7 @@ def define_flags():
     flags.DEFINE_float("learning_rate", 0.02, "SGD learning rate (momentum 0.9).")
     flags.DEFINE_float("dropout", 0.0, "Dropout rate on every hidden block's outputs, in [0, 1) (fit trains with it, "
                        "evaluate and predict run without).")
+    common_flags.validate_dropout_flag()
     flags.DEFINE_bool("mirrored", False, "Train under MirroredStrategy over the local devices.")
     flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into N logical devices first (for --mirrored on a CPU).")
 

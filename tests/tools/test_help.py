@@ -103,6 +103,7 @@ def test_a_bad_value_names_the_problem():
 @pytest.mark.parametrize("module, args", [
     ("tools.train", ["--dropout=nan", "--model_spec=ReLU8", "--train_data=x", "--model_dir=y"]),
     ("tools.recipe", ["--dropout=1", "--work_dir=/nonexistent/never_written"]),
+    ("tools.train_keras_fit", ["--dropout=-0.1", "--train_data=x", "--output=/nonexistent/never_written.keras"]),
 ])
 def test_a_bad_dropout_rate_stops_the_tool_naming_the_flag(module, args):
     done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
