@@ -112,7 +112,14 @@ def define_augment_flags(defaults=None) -> None:
             raise flags.ValidationError(f"--{AUGMENT_PREFIX}*: {error}") from None
         return True
 
-    flags.register_multi_flags_validator([AUGMENT_PREFIX + f.name for f in dataclasses.fields(AugmentConfig)], valid)
+    flags.register_multi_flags_validator(_augment_flag_names(), valid)
+
+
+def _augment_flag_names() -> list[str]:
+    """The `--augment_*` flag names, one per `AugmentConfig` field."""
+    from crnn_tf.data.augment import AugmentConfig
+
+    return [AUGMENT_PREFIX + field.name for field in dataclasses.fields(AugmentConfig)]
 
 
 def _augment_config(values: dict):
@@ -132,7 +139,7 @@ def _augment_config(values: dict):
 
 def augment_from_flags():
     """The `AugmentConfig` the `--augment_*` flags describe."""
-    return _augment_config({name: getattr(FLAGS, name) for name in FLAGS if name.startswith(AUGMENT_PREFIX)})
+    return _augment_config({name: getattr(FLAGS, name) for name in _augment_flag_names()})
 
 
 # The FeatureConfig fields a user commonly changes get a flag each; --feature_config (JSON) sets any field.
