@@ -9,7 +9,9 @@ PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check -q -c requirements/constraints.txt
 DEBIAN_PACKAGES := sox espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts libsndfile1
 APT := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
-PYTEST_ARGS ?=
+# The suite runs in one process per core (pytest-xdist, at most 4), a test file at a time per process so its module
+# fixtures are built once; `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses=4 --dist loadfile
 
 .PHONY: test demo bench soak install system-deps clean
 
