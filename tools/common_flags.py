@@ -218,6 +218,10 @@ def define_triphone_flags(num_leaves: int = 500, tot_gauss: int = 2000, tri_iter
     flags.DEFINE_float("cluster_thresh", -1.0, "tri1: tree leaves merge while that costs less; -1: the gain of the "
                        "last split, 0: no merging (build-tree --cluster-thresh).")
     flags.DEFINE_integer("tri_iters", tri_iters, "tri1: EM iterations of the triphone GMM-HMM.")
+    flags.DEFINE_bool("tree_edge_as_silence", False, "tri1: the utterance edge answers every tree question as "
+                      "silence does, so recordings trimmed to the word share their edge phones' leaves with speech "
+                      "after silence instead of getting leaves of their own (default: Kaldi's questions as they are; "
+                      "docs/kaldi.md has where each pays).")
 
 
 def triphone_configs_from_flags():
@@ -225,7 +229,7 @@ def triphone_configs_from_flags():
     from crnn_tf.hmm import triphone
 
     tree = triphone.TreeConfig(num_leaves=FLAGS.num_leaves, thresh=FLAGS.tree_thresh,
-                               cluster_thresh=FLAGS.cluster_thresh)
+                               cluster_thresh=FLAGS.cluster_thresh, edge_as_silence=FLAGS.tree_edge_as_silence)
     return tree, triphone.triphone_gmm_config(FLAGS.tot_gauss, FLAGS.tri_iters)
 
 

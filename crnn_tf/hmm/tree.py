@@ -36,6 +36,7 @@ from crnn_tf.hmm import model as hmm_model
 log = logging.getLogger(__name__)
 
 PDF_CLASS_KEY = -1  # Kaldi's kPdfClass: the event key of the HMM state's pdf class
+UTTERANCE_EDGE = 0  # the context value beyond an utterance's first and last phone (Kaldi's phone 0)
 _LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -285,6 +286,20 @@ def pdf_class_questions(num_pdf_classes: int) -> list[frozenset[int]]:
             if frozenset(classes) - frozenset(subset) not in out:
                 out.append(frozenset(subset))
     return out
+
+
+def edge_as_silence(questions: list[frozenset[int]], silence_phones) -> list[frozenset[int]]:
+    """The questions with the utterance edge answering as silence does: every question that holds a silence phone
+    holds `UTTERANCE_EDGE` too, so no split can tell an edge context from a silence context.
+
+    Kaldi's questions are phone sets, so the edge falls on the "no" side of every question and the tree can give
+    phones at utterance edges leaves of their own. In recordings trimmed to the word (FSDD's: the first phone starts
+    at the first sample) those are the recordings' own edge phones, separated from the same phones after silence in
+    untrimmed speech, and they learn the trimmer's cuts instead of the phone. An edge, like silence, brings no
+    coarticulation from beyond it. Questions without a silence phone are returned unchanged.
+    """
+    silence = frozenset(silence_phones)
+    return [q | {UTTERANCE_EDGE} if q & silence else q for q in questions]
 
 
 def cluster_phones(stats: TreeStats, phone_sets: list[tuple[int, ...]], pdf_classes: tuple[int, ...] = (1,),

@@ -38,6 +38,8 @@ class TreeConfig:
       thresh: least log-likelihood gain of a split (default 300, build-tree's --thresh).
       cluster_thresh: merge threshold after splitting; -1 (default) the gain of the last split, 0 no merging.
       context_width / central_position: the phone window (default 3 / 1: triphones).
+      edge_as_silence: the utterance edge answers every question as silence does (default False: Kaldi's questions
+        as they are; see `crnn_tf.hmm.tree.edge_as_silence` and docs/kaldi.md).
     """
 
     num_leaves: int = 500
@@ -45,6 +47,7 @@ class TreeConfig:
     cluster_thresh: float = -1.0
     context_width: int = 3
     central_position: int = 1
+    edge_as_silence: bool = False
 
 
 def triphone_gmm_config(tot_gauss: int = 2000, num_iters: int = 20) -> hmm_align.GmmTrainConfig:
@@ -209,6 +212,8 @@ def train_triphone(data_dir: str, lang_dir: str, ali_dir: str, out_dir: str, tre
                                            ci_phones=frozenset(lang.silence_phones))
     roots, extra_questions = read_tree_inputs(lang)
     questions = hmm_tree.cluster_phones(stats, [r.phones for r in roots]) + extra_questions
+    if tree_cfg.edge_as_silence:
+        questions = hmm_tree.edge_as_silence(questions, lang.silence_phones)
     topo = khg.HmmTopology()
     with open(os.path.join(lang_dir, "topo")) as f:
         topo.read(f.read())

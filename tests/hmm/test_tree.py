@@ -111,6 +111,31 @@ def test_cluster_phones_separates_the_distant_group_first():
     assert {frozenset({p}) for p in centre} <= set(questions) and len(questions) == 7
 
 
+def test_edge_as_silence_adds_the_edge_to_every_question_with_a_silence_phone():
+    questions = [frozenset({1}), frozenset({3, 4}), frozenset({1, 3})]
+    assert T.edge_as_silence(questions, [1]) == [frozenset({0, 1}), frozenset({3, 4}), frozenset({0, 1, 3})]
+    assert T.edge_as_silence(questions, []) == questions
+
+
+def test_edge_context_shares_the_silence_contexts_leaf_only_when_asked_as_silence():
+    # Phone 2 after the utterance edge (0) sounds unlike phone 2 after silence (1), as in recordings trimmed into
+    # the word; after phones 3 and 4 it sounds like a third thing. Kaldi's questions ("is it 1?", "is it 3 or 4?")
+    # let the tree give the edge a leaf of its own; asked as silence, the edge can only go where silence goes.
+    rng = np.random.default_rng(3)
+    events = [(left, 2, 3, 0, _frames(rng.normal(mean, 1, 40))) for left, mean in ((0, 10), (1, 0), (3, 5), (4, 5))]
+    questions = [frozenset({1}), frozenset({3, 4})]
+    windows = [[0, 2, 3], [1, 2, 3], [3, 2, 3]]
+    kaldi_tree, _ = _build(_stats(events), [T.Root((2,))], questions, num_leaves=3, thresh=0, cluster_thresh=0)
+    assert len(set(kaldi_tree.pdfs(windows, [0, 0, 0]).tolist())) == 3
+    tree, report = _build(_stats(events), [T.Root((2,))], T.edge_as_silence(questions, [1]), num_leaves=3,
+                          thresh=0, cluster_thresh=0)
+    edge, silence, phone = tree.pdfs(windows, [0, 0, 0]).tolist()
+    assert edge == silence != phone and "no leaf can be split further" in report.stop_reason
+    # Kaldi reads the edge in the question's value set and answers alike.
+    kaldi = tree.context_dependency()
+    assert [kaldi.compute(w, 0) for w in windows] == [(True, edge), (True, silence), (True, phone)]
+
+
 @pytest.fixture(scope="module")
 def built_tree():
     rng = np.random.default_rng(2)

@@ -16,7 +16,7 @@ def tri1(tiny_alignment, tmp_path_factory):
     out = tmp_path_factory.mktemp("tri1")
     result = triphone.train_triphone(str(tiny_alignment.corpus / "train"), tiny_alignment.lang_dir,
                                      os.path.dirname(tiny_alignment.model), str(out / "tri1"),
-                                     triphone.TreeConfig(num_leaves=120, thresh=100),
+                                     triphone.TreeConfig(num_leaves=120, thresh=100, edge_as_silence=True),
                                      triphone.triphone_gmm_config(tot_gauss=400, num_iters=4))
     return result
 
@@ -44,6 +44,26 @@ def _loglik_per_frame(gmm, tiny_alignment):
     gmm.accumulate(stats, np.concatenate([feats[u] for u in sorted(pdfs)]), np.concatenate([pdfs[u] for u in
                                                                                            sorted(pdfs)]))
     return stats.loglik / stats.frames
+
+
+def test_an_utterance_edge_context_gets_the_silence_contexts_pdfs(tiny_alignment, tri1):
+    # The fixture asks the edge as silence: a word at the very start or end of a recording (trimmed) gets the pdfs
+    # it has after or before silence, never leaves learnt from edges alone.
+    from crnn_tf.hmm.lang import Lang
+
+    lang = Lang(tiny_alignment.lang_dir)
+    tree = hmm_model.read_tree(tri1.tree)
+    sil = lang.phones["SIL"]
+    speech = [p for p in lang.real_phones if p not in lang.silence_phones]
+    asked = 0
+    for phone in speech:
+        for pdf_class in range(3):
+            after_silence, before_silence = tree.compute([sil, phone, speech[0]], pdf_class), tree.compute(
+                [speech[0], phone, sil], pdf_class)
+            assert tree.compute([0, phone, speech[0]], pdf_class) == after_silence
+            assert tree.compute([speech[0], phone, 0], pdf_class) == before_silence
+            asked += after_silence != tree.compute([speech[0], phone, speech[0]], pdf_class)
+    assert asked, "no pdf depends on a silence context: the test asks nothing"
 
 
 def test_silence_is_context_independent_and_conversion_keeps_the_phones(tiny_alignment, tri1):
