@@ -251,7 +251,8 @@ def hmm_stage(work: pathlib.Path, data: dict) -> dict:
         system = triphone.train_triphone(data["train"], lang, str(hmm / "mono"), str(hmm / "tri1"),
                                          *common_flags.triphone_configs_from_flags())
         hmm_graph.make_hclg(lang, system.model, str(hmm / "tri1" / "graph"))  # the tree beside final.mdl
-        tree = json.loads((hmm / "tri1" / "train.json").read_text())["tree"]
+        written = json.loads((hmm / "tri1" / "train.json").read_text())
+        tree = dict(written["tree"], edge_as_silence=written["tree_config"]["edge_as_silence"])
     dev = align_with_model(data["dev"], lang, system.model, str(hmm / "dev_ali"), config)
     graph = str(hmm / "graph") if system is result else str(hmm / "tri1" / "graph")
     return {"model": system.model, "graph": graph, "lang": lang, "pdf_ali": system.pdf_ali,
@@ -621,8 +622,9 @@ def _senone_description(hmm: dict) -> str:
     if hmm.get("senones", "mono") == "mono":
         return "monophone states"
     tree = hmm["tree"]
+    edge = "; the utterance edge asked as silence" if tree.get("edge_as_silence") else ""
     return (f"tied triphone states of a decision tree: {tree['num_leaves_split']} leaves split, {tree['num_pdfs']} "
-            f"after clustering, {tree['stop_reason']}; the monophone system had {hmm['mono']['num_pdfs']}")
+            f"after clustering, {tree['stop_reason']}{edge}; the monophone system had {hmm['mono']['num_pdfs']}")
 
 
 def main(argv):
