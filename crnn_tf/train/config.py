@@ -166,12 +166,21 @@ class TrainConfig:
 
     @classmethod
     def load(cls, model_dir: str) -> "TrainConfig":
-        """Reads `model_dir/train_config.json`."""
+        """Reads `model_dir/train_config.json`.
+
+        Raises:
+          FileNotFoundError: there is none. ValueError: naming the file, when it is not JSON or holds settings this
+            version does not know (a model dir written by another version of crnn_tf) or refuses.
+        """
         path = os.path.join(model_dir, CONFIG_NAME)
         if not tf.io.gfile.exists(path):
             raise FileNotFoundError(f"no {CONFIG_NAME} in {model_dir}: not a crnn-train model dir")
         with tf.io.gfile.GFile(path) as f:
-            return cls.from_dict(json.load(f))
+            text = f.read()
+        try:
+            return cls.from_dict(json.loads(text))
+        except ValueError as error:  # json.JSONDecodeError is one too
+            raise ValueError(f"{path}: {error}") from error
 
     def check_resumable(self, saved: "TrainConfig") -> None:
         """Raises ValueError if this run cannot continue `saved` (the config found in the model dir).

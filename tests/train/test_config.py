@@ -47,6 +47,19 @@ def test_unknown_keys_and_resume_mismatch():
             saved.replace(**change).check_resumable(saved)
 
 
+def test_loading_a_config_this_version_cannot_read_names_the_file(tmp_path):
+    config = TrainConfig("Lstm16P8", "data/train", model_dir=str(tmp_path))
+    path = config.save()
+    written = json.loads(open(path).read())
+    written["augment"]["retired_option"] = False  # an augmentation another version had
+    open(path, "w").write(json.dumps(written))
+    with pytest.raises(ValueError, match=r"train_config.json: unknown augmentation settings: \['retired_option'\]"):
+        TrainConfig.load(str(tmp_path))
+    open(path, "w").write("{not json")
+    with pytest.raises(ValueError, match=r"train_config.json: Expecting property name"):
+        TrainConfig.load(str(tmp_path))
+
+
 def test_exponential_decay_endpoints_and_midpoint():
     assert math.isclose(float(exponential_decay(0, 0.1, 0.001, 100)), 0.1, rel_tol=1e-6)
     assert math.isclose(float(exponential_decay(50, 0.1, 0.001, 100)), 0.01, rel_tol=1e-5)
