@@ -130,13 +130,11 @@ def test_bad_augmentation_flags_stop_the_tool_at_parse_time():
     ({"augment_speed_factors": ["0.9", "fast"]}, "could not convert string to float: 'fast'"),
 ], ids=["unknown_noise_colour", "factor_not_a_number"])
 def test_augmentation_flag_values_are_checked_as_one_config(values, message):
-    import dataclasses
-
     from crnn_tf.data.augment import AugmentConfig
     from tools import common_flags
 
-    defaults = {common_flags.AUGMENT_PREFIX + f.name: getattr(AugmentConfig(), f.name)
-                for f in dataclasses.fields(AugmentConfig)}
+    defaults = {name: getattr(AugmentConfig(), name.removeprefix(common_flags.AUGMENT_PREFIX))
+                for name in common_flags._augment_flag_names()}
     assert common_flags._augment_config(defaults) == AugmentConfig()
     with pytest.raises(ValueError, match=re.escape(message)):
         common_flags._augment_config({**defaults, **values})
