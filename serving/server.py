@@ -31,6 +31,9 @@ def define_flags():
     flags.DEFINE_bool("enable_batching", True, "Batch concurrent requests.")
     flags.DEFINE_integer("max_batch_size", 16, "Most rows per batch.")
     flags.DEFINE_integer("batch_timeout_micros", 2000, "Longest a request waits for others to join its batch.")
+    flags.DEFINE_integer("stream_batch_timeout_micros", 50000, "After a stream_step batch, the next one waits for the "
+                         "streams it answered to send their next step (so that they stay in one batch) until none has "
+                         "come for this long (0: no wait).")
     flags.DEFINE_integer("max_enqueued_batches", 256, "Most queued requests before RESOURCE_EXHAUSTED.")
     flags.DEFINE_integer("num_batch_threads", 2, "Threads running batches.")
     flags.DEFINE_integer("max_body_bytes", 64 << 20, "Largest REST body / gRPC message.")
@@ -128,7 +131,8 @@ def main(argv):
     batching = None
     if FLAGS.enable_batching:
         batching = dict(max_batch_size=FLAGS.max_batch_size, batch_timeout_s=FLAGS.batch_timeout_micros / 1e6,
-                        max_enqueued=FLAGS.max_enqueued_batches, num_threads=FLAGS.num_batch_threads)
+                        max_enqueued=FLAGS.max_enqueued_batches, num_threads=FLAGS.num_batch_threads,
+                        stream_gather_timeout_s=FLAGS.stream_batch_timeout_micros / 1e6)
     server = Server(FLAGS.model_base_path, FLAGS.model_name, FLAGS.host, FLAGS.rest_api_port, FLAGS.port,
                     FLAGS.file_system_poll_wait_seconds, FLAGS.num_versions, batching, FLAGS.max_body_bytes,
                     recognizer, FLAGS.max_response_bytes, FLAGS.rest_workers, FLAGS.rest_header_timeout_seconds)

@@ -1,6 +1,7 @@
 """Batcher queue bound and merging, and the recognize route's chain (with a stub decoder)."""
 import shutil
 import threading
+import time
 import types
 
 import grpc
@@ -210,3 +211,77 @@ def test_a_failed_version_is_retried_once_its_files_change(tmp_path):
     assert [s.version for s in loads] == [2]
     assert manager.status(helpers.MODEL_NAME, 2)[0]["state"] == "AVAILABLE"
     assert manager.get(helpers.MODEL_NAME).version == 2
+
+
+def _lockstep_streams(batcher, signature, num_streams, steps, return_delay_s):
+    """`num_streams` clients that each send `steps` steps, the next one `return_delay_s * i` seconds after the last
+    answer (stream i): the staggered round trips of concurrent gRPC streams. Returns each stream's outputs."""
+    servable = types.SimpleNamespace(metadata={})
+    outputs = {}
+
+    def stream(i):
+        threading.Event().wait(return_delay_s * i)
+        value = np.full((1, 2, 2), i, np.float32)
+        for _ in range(steps):
+            value = batcher.submit(servable, signature, {"features": value})["y"]
+            threading.Event().wait(return_delay_s * i)
+        outputs[i] = value
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(num_streams)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    batcher.close()
+    return outputs
+
+
+@pytest.mark.parametrize("gather_timeout_s,all_gathered", [
+    pytest.param(0.2, True, id="gathered"), pytest.param(0.0, False, id="no_wait")])
+def test_lockstep_streams_stay_in_one_batch(gather_timeout_s, all_gathered):
+    """Streams whose steps come back staggered after each answer: the batch after a stream_step batch waits for
+    them, so every step but the first and last runs all six streams at once; without that wait the streams split
+    into alternating batches (the 14 + 2 rows measured through gRPC)."""
+
+    def step(inputs):
+        threading.Event().wait(0.05)
+        return {"y": inputs["features"] + 1}
+
+    signature = _Sig("stream_step", step)
+    batcher = Batcher(max_batch_size=16, batch_timeout_s=0.001, num_threads=2,
+                      stream_gather_timeout_s=gather_timeout_s)
+    outputs = _lockstep_streams(batcher, signature, num_streams=6, steps=5, return_delay_s=0.005)
+    rows = [shape[0] for shape in signature.calls]
+    assert sum(rows) == 30
+    for i in range(6):  # every step of every stream ran once, in order
+        np.testing.assert_array_equal(outputs[i], np.full((1, 2, 2), i + 5, np.float32))
+    assert (set(rows[1:-1]) == {6}) == all_gathered, rows
+
+
+def test_a_stream_that_ends_delays_the_next_step_once():
+    """Two streams, one ends after its first step: the other's next step waits one gather pause for it, and its
+    later steps none (the batcher now expects one row)."""
+    pause = 0.3
+
+    def step(inputs):
+        return {"y": inputs["features"] + 1}
+
+    servable = types.SimpleNamespace(metadata={})
+    signature = _Sig("stream_step", step)
+    batcher = Batcher(batch_timeout_s=0.05, num_threads=1, stream_gather_timeout_s=pause)
+    both = [threading.Thread(target=batcher.submit, args=(servable, signature,
+                                                         {"features": np.zeros((1, 2, 2), np.float32)}))
+            for _ in range(2)]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join(10)
+    assert [shape[0] for shape in signature.calls] == [2]
+    times = []
+    for _ in range(4):
+        start = time.monotonic()
+        batcher.submit(servable, signature, {"features": np.zeros((1, 2, 2), np.float32)})
+        times.append(time.monotonic() - start)
+    batcher.close()
+    assert times[0] >= pause * 0.9, times
+    assert max(times[1:]) < pause / 2, times
