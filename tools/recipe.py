@@ -24,6 +24,8 @@ Examples:
     crnn-recipe ... --extra_train=data/mine/train --test_sets=mine=data/mine/test --stage=5
     crnn-recipe ... --augment_noise_prob=0.5 --augment_noise_colours=white,pink,babble   # babble: the synthesised
                                                                   # training speech, 5 talkers at once
+    crnn-recipe ... --fsdd=... --augment_noise_prob=0.5 --augment_noise_colours=recorded   # the real recordings'
+                                                                  # own quiet stretches (room, microphone)
     crnn-recipe --work_dir=exp/demo_tri1 --senones=tri1 --num_leaves=300 --tot_gauss=1500   # CD-DNN-HMM
     crnn-recipe --work_dir=exp/demo_dropout --dropout=0.2     # every net with dropout 0.2 (beside SpecAugment)
 

@@ -11,9 +11,10 @@ Waveform perturbations (audio-mode data, before the front end), in this order:
 * simulated room reverberation: an exponentially decaying noise impulse response of random RT60 whose direct path is
   at lag 0, so the frame timing (and the labels) stay where they were.
 * telephone channel: 300-3400 Hz band limit and 8-bit μ-law companding.
-* additive noise at a uniform random SNR, power measured over the utterance: white, pink or brown (generated), or
+* additive noise at a uniform random SNR, power measured over the utterance: white, pink or brown (generated);
   babble, a random crop of a track of `babble_talkers` overlapping talkers made of the training set's own utterances
-  (`babble_bank`; the pipeline builds it once per epoch from its audio).
+  (`babble_bank`); or recorded noise, a random crop of a track of the training recordings' own quiet stretches
+  (`quiet_bank`: their room and microphone). The pipeline builds both tracks once per epoch from its audio.
 
 With speaker CMVN the speaker's statistics follow the perturbation (`perturbed_speaker_stats`), as Kaldi's perturbed
 copies get their own speaker stats.
@@ -57,8 +58,11 @@ import tensorflow as tf
 
 # Spectral slope exponents of the generated noises: power ∝ 1 / f^alpha.
 NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}
-# The noise kinds `noise_colours` may list: the generated colours and babble from the training speech.
-NOISE_KINDS = (*NOISE_COLOURS, "babble")
+# The noise kinds `noise_colours` may list: the generated colours, babble from the training speech and the
+# training recordings' own quiet stretches.
+NOISE_KINDS = (*NOISE_COLOURS, "babble", "recorded")
+# A frame is quiet (background, no speech) this many dB or more below its recording's loudest frame.
+QUIET_FLOOR_DB = 30.0
 # Length of the babble track: long enough that utterances seldom get the same stretch of it.
 BABBLE_SECONDS = 60.0
 
@@ -80,8 +84,9 @@ class AugmentConfig:
       telephone_prob: probability of the telephone channel (band limit + μ-law). Default 0.
       noise_prob: probability of additive noise. Default 0.
       snr_min_db, snr_max_db: range of its signal-to-noise ratio. Defaults 5, 30.
-      noise_colours: noise kinds drawn uniformly, from "white", "pink", "brown" (generated) and "babble" (overlapping
-        talkers of the training set's own audio; audio-mode pipelines only). Default ("white", "pink", "brown").
+      noise_colours: noise kinds drawn uniformly, from "white", "pink", "brown" (generated), "babble" (overlapping
+        talkers of the training set's own audio) and "recorded" (the training recordings' own quiet stretches);
+        the last two in audio-mode pipelines only. Default ("white", "pink", "brown").
       babble_talkers: talkers overlapping at every instant of the babble track. Default 5.
       time_masks, time_mask_frames: SpecAugment time masks per utterance and their maximum width. Defaults 0, 10.
       freq_masks, freq_mask_bands: SpecAugment frequency masks and their maximum width in bands. Defaults 0, 4.
@@ -157,6 +162,12 @@ class AugmentConfig:
     def uses_babble(self) -> bool:
         """True when additive noise may be babble (the pipeline must build a babble track from its audio)."""
         return self.noise_prob > 0 and "babble" in self.noise_colours
+
+    @property
+    def uses_recorded(self) -> bool:
+        """True when additive noise may be recorded noise (the pipeline must build a track of its audio's quiet
+        stretches)."""
+        return self.noise_prob > 0 and "recorded" in self.noise_colours
 
     @property
     def warps_frequency(self) -> bool:
@@ -317,7 +328,7 @@ def babble_bank(waveforms, talkers: int, length: int, seed):
     The utterances are taken in a seeded random order (again from the start when they run out), each scaled to unit
     RMS so that no talker drowns the others; talker k starts at a random position and the last utterance it needs is
     cut to fill its `length` samples exactly, wrapping round the end of the track, so every sample sums `talkers`
-    utterances and a crop anywhere (`babble_crop`) is equally dense.
+    utterances and a crop anywhere (`track_crop`) is equally dense.
 
     Args:
       waveforms: 1-D sample arrays (the training set's utterances); silent ones are left out.
@@ -354,11 +365,57 @@ def babble_bank(waveforms, talkers: int, length: int, seed):
     return track.astype(np.float32), placements
 
 
-def babble_crop(track, length, seed):
-    """`length` samples of the circular babble `track` from a seeded random start (wrapping round its end).
+def quiet_bank(waveforms, frame_length: int, seed, floor_db: float = QUIET_FLOOR_DB):
+    """A noise track of the recordings' own quiet stretches: their background without the speech.
+
+    Each waveform is cut into frames of `frame_length` samples; a frame is quiet when its energy is `floor_db` dB
+    or more below the waveform's loudest frame, and not digital silence (RMS below half an int16 step: synthesised
+    audio pads with zeros). A waveform's quiet frames, in their order, are scaled together to unit RMS, so that
+    no recording's level dominates; the waveforms' quiet audio is joined in a seeded random order.
 
     Args:
-      track: float `[samples]` babble track (`babble_bank`).
+      waveforms: 1-D sample arrays (int16 scale: the training set's recordings).
+      frame_length: samples per frame (25 ms: 200 at 8 kHz).
+      seed: numpy seed (int or sequence of ints) of the order.
+      floor_db: how far below the loudest frame a quiet frame lies. Default QUIET_FLOOR_DB (30).
+
+    Returns:
+      `(track, sources)`: float32 `[samples]`, and `[(index, frames)]` in track order: the quiet frames (indices
+      into waveform `index`'s frames) whose samples follow one another in the track.
+
+    Raises:
+      ValueError: no waveform has a quiet frame.
+
+    Example:
+    >>> loud = np.full(400, 1000.0); quiet = np.full(200, 10.0)
+    >>> track, sources = quiet_bank([np.concatenate([loud, quiet, np.zeros(200)])], 200, seed=0)
+    >>> track.shape, sources[0][1].tolist()
+    ((200,), [2])
+    """
+    parts = []
+    for index, waveform in enumerate(waveforms):
+        frames = np.asarray(waveform, np.float64)[:len(waveform) // frame_length * frame_length]
+        frames = frames.reshape(-1, frame_length)
+        power = np.mean(np.square(frames), axis=1)
+        if not power.size or power.max() <= 0:
+            continue
+        quiet = np.flatnonzero((power <= power.max() * 10.0 ** (-floor_db / 10.0)) & (power >= 0.25))
+        if quiet.size:
+            samples = frames[quiet].reshape(-1)
+            parts.append((index, quiet, samples / np.sqrt(np.mean(np.square(samples)))))
+    if not parts:
+        raise ValueError(f"recorded noise needs quiet stretches: none of the {len(waveforms)} waveforms has a frame "
+                         f"{floor_db:g} dB below its loudest that is not digital silence")
+    order = np.random.default_rng(seed).permutation(len(parts))
+    track = np.concatenate([parts[i][2] for i in order]).astype(np.float32)
+    return track, [(parts[i][0], parts[i][1]) for i in order]
+
+
+def track_crop(track, length, seed):
+    """`length` samples of a circular noise `track` from a seeded random start (wrapping round its end).
+
+    Args:
+      track: float `[samples]` noise track (`babble_bank`, `quiet_bank`).
       length: samples to cut (may exceed the track's).
       seed: int64 `[2]` stateless seed of the start (the utterance's, so each utterance gets its own stretch).
     """
@@ -403,7 +460,7 @@ def telephone(waveform, sample_rate, low_hz: float = 300.0, high_hz: float = 340
     return tf.sign(code) * (tf.pow(1.0 + mu, tf.abs(code)) - 1.0) / mu * 32768.0
 
 
-def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8000, babble=None):
+def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8000, babble=None, recorded=None):
     """Applies the waveform perturbations of `config` to one utterance.
 
     Args:
@@ -412,6 +469,8 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
       seed: int64 `[2]` stateless seed (`utterance_seed`).
       sample_rate: Hz. Default 8000.
       babble: float `[track samples]` babble track (`babble_bank`), needed when `config.uses_babble`. Default None.
+      recorded: float `[track samples]` quiet-stretch track (`quiet_bank`), needed when `config.uses_recorded`.
+        Default None.
 
     Returns:
       `(waveform, speed_factor)`: the perturbed samples and the speed factor applied (1.0 when none).
@@ -436,13 +495,16 @@ def perturb_waveform(waveform, config: AugmentConfig, seed, sample_rate: int = 8
     if config.noise_prob > 0:
         if config.uses_babble and babble is None:
             raise ValueError("babble noise needs the babble track (`babble_bank` of the training audio): pass babble=")
+        if config.uses_recorded and recorded is None:
+            raise ValueError("recorded noise needs the track of quiet stretches (`quiet_bank` of the training audio): "
+                             "pass recorded=")
         snr = _uniform(seeds[7], config.snr_min_db, config.snr_max_db)
         kind = _pick(seeds[8], len(config.noise_colours))
         length = tf.shape(waveform)[0]
 
         def noise(name):
-            if name == "babble":
-                return lambda: babble_crop(babble, length, seeds[9])
+            if name in ("babble", "recorded"):
+                return lambda: track_crop(babble if name == "babble" else recorded, length, seeds[9])
             return lambda: coloured_noise(length, NOISE_COLOURS[name], seeds[9])
 
         waveform = tf.cond(_chance(seeds[6], config.noise_prob),
@@ -590,8 +652,8 @@ def spec_augment(features, config: AugmentConfig, num_streams: int, seed):
     return tf.where(keep, features, tf.zeros_like(features))
 
 
-__all__ = ["AugmentConfig", "BABBLE_SECONDS", "NOISE_COLOURS", "NOISE_KINDS", "add_noise", "babble_bank", "babble_crop",
-           "coloured_noise", "mix_at_snr", "perturb_waveform", "vtlp_mel_weights",
+__all__ = ["AugmentConfig", "BABBLE_SECONDS", "NOISE_COLOURS", "NOISE_KINDS", "add_noise", "babble_bank", "track_crop",
+           "coloured_noise", "mix_at_snr", "perturb_waveform", "quiet_bank", "QUIET_FLOOR_DB", "vtlp_mel_weights",
            "edge_trim_range", "silence_trim_range",
            "perturbed_speaker_stats", "pitch_shift", "resample",
            "reverberate", "spec_augment", "stretch_labels", "telephone", "time_stretch", "utterance_seed"]

@@ -42,8 +42,8 @@ import numpy as np
 import tensorflow as tf
 
 from crnn_tf.data.augment import (BABBLE_SECONDS, AugmentConfig, babble_bank, perturb_waveform, perturbed_speaker_stats,
-                                  spec_augment, edge_trim_range, silence_trim_range, stretch_labels, utterance_seed,
-                                  vtlp_mel_weights)
+                                  quiet_bank, spec_augment, edge_trim_range, silence_trim_range, stretch_labels,
+                                  utterance_seed, vtlp_mel_weights)
 from crnn_tf.data.tfrecords import Manifest, parse_example, read_manifest
 from crnn_tf.features import cmvn_stats, fbank, normalize_and_add_deltas
 
@@ -61,24 +61,26 @@ def _options(deterministic: bool = True) -> tf.data.Options:
     return options
 
 
-def babble_sources(manifest, samples: int, seed: int) -> dict:
+def noise_sources(manifest, samples: int | None, seed: int, kind: str = "babble") -> dict:
     """`{utt_id: float32 samples}`: a seeded random choice of the manifest's utterances, about `samples` samples in
-    all by the manifest's mean duration (every utterance when it holds fewer), read from its TFRecords.
+    all by the manifest's mean duration (every utterance when it holds fewer, or when `samples` is None), read from
+    its TFRecords: the audio that babble and recorded noise are made of.
 
     The records are read in manifest order up to the last chosen one; only the chosen ones are parsed.
 
     Args:
       manifest: `Manifest` or its path/directory; audio mode (ValueError otherwise).
-      samples: how much audio to choose, in samples.
+      samples: how much audio to choose, in samples; None: all of it.
       seed: seeds the choice.
+      kind: the noise made of it, for the error message. Default "babble".
     """
     manifest = _as_manifest(manifest)
     if manifest.mode != "audio":
-        raise ValueError(f"{manifest.directory}: babble noise is made from the training set's own audio, and this is "
+        raise ValueError(f"{manifest.directory}: {kind} noise is made from the training set's own audio, and this is "
                          f"{manifest.mode!r} data with no audio; prepare it with crnn-prepare-data --mode=audio")
     total = manifest.num_utterances
     mean = max(manifest.num_frames / max(total, 1) * manifest.feature_config.frame_shift, 1.0)
-    count = min(total, math.ceil(samples / mean))
+    count = total if samples is None else min(total, math.ceil(samples / mean))
     chosen = np.sort(np.random.default_rng([seed % 2 ** 63, 1]).choice(total, count, replace=False))
     wanted = tf.constant(chosen, tf.int64)
     records = tf.data.TFRecordDataset(manifest.shard_paths).take(int(chosen[-1]) + 1 if count else 0).enumerate()
@@ -90,10 +92,21 @@ def babble_sources(manifest, samples: int, seed: int) -> dict:
 def _babble_track(manifest: Manifest, augment: AugmentConfig, seed: int) -> tf.Tensor:
     """The epoch's babble track (`crnn_tf.data.augment.babble_bank`) from the manifest's own utterances."""
     length = int(BABBLE_SECONDS * manifest.feature_config.sample_rate)
-    waveforms = list(babble_sources(manifest, augment.babble_talkers * length, seed).values())
+    waveforms = list(noise_sources(manifest, augment.babble_talkers * length, seed).values())
     if not waveforms:
         raise ValueError(f"{manifest.directory}: babble noise needs training audio, and the manifest has none")
     return tf.constant(babble_bank(waveforms, augment.babble_talkers, length, [seed % 2 ** 63, 2])[0])
+
+
+def _recorded_track(manifest: Manifest, seed: int) -> tf.Tensor:
+    """The epoch's track of the manifest's quiet stretches (`crnn_tf.data.augment.quiet_bank`), from every
+    utterance in a seeded order."""
+    waveforms = list(noise_sources(manifest, None, seed, kind="recorded").values())
+    try:
+        track, _ = quiet_bank(waveforms, int(0.025 * manifest.feature_config.sample_rate), [seed % 2 ** 63, 3])
+    except ValueError as error:
+        raise ValueError(f"{manifest.directory}: {error}") from None
+    return tf.constant(track)
 
 
 def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_context=None, repeat: bool = False,
@@ -114,7 +127,8 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
       require_labels: raise if the manifest has no alignments. Default False.
       augment: `AugmentConfig` (see `crnn_tf.data.augment`); its random choices derive from `seed` and the
         utterance id. Babble noise is cut from a track of the manifest's own utterances chosen by `seed`
-        (`babble_sources`). Default None (no augmentation).
+        (`noise_sources`), recorded noise from a track of all their quiet stretches. Default None (no
+        augmentation).
     """
     manifest = _as_manifest(manifest)
     if require_labels and manifest.num_targets == 0:
@@ -122,6 +136,7 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
     augment = augment or AugmentConfig()
     # Built once per pipeline (per epoch: the seed changes), so each epoch's babble is new.
     babble = _babble_track(manifest, augment, seed) if augment.uses_babble else None
+    recorded = _recorded_track(manifest, seed) if augment.uses_recorded else None
     if augment.needs_audio and manifest.mode != "audio":
         raise ValueError(f"{manifest.directory}: waveform and front-end augmentation (speed, gain, reverb, "
                          f"telephone, noise, VTLP, edge and silence trimming) needs data prepared with mode='audio' "
@@ -160,7 +175,8 @@ def utterance_dataset(manifest, *, shuffle: bool = False, seed: int = 0, input_c
                 stats = tf.reshape(tf.cast(ex["cmvn_stats"], tf.float64), [1, 2, config.num_bands + 1])
             clean = waveform
             if augment.changes_waveform:
-                waveform, factor = perturb_waveform(waveform, augment, utt_seed, config.sample_rate, babble)
+                waveform, factor = perturb_waveform(waveform, augment, utt_seed, config.sample_rate, babble,
+                                                    recorded)
             mel_weights = None
             if augment.warps_frequency:
                 mel_weights, _ = vtlp_mel_weights(augment, config,
@@ -433,5 +449,5 @@ def eval_dataset(manifest, batch_size: int = 8, *, label_delay: int = 0, input_c
     return dataset.padded_batch(batch_size).prefetch(AUTOTUNE).with_options(_options())
 
 
-__all__ = ["babble_sources", "eval_dataset", "feedforward_dataset", "feedforward_windows", "recurrent_chunks",
+__all__ = ["noise_sources", "eval_dataset", "feedforward_dataset", "feedforward_windows", "recurrent_chunks",
            "recurrent_dataset", "utterance_dataset"]

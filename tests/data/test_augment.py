@@ -7,7 +7,7 @@ from crnn_tf.data import augment as aug
 from crnn_tf.data.pipelines import utterance_dataset
 from crnn_tf.data.prepare import prepare_data_dir
 from crnn_tf.features import FeatureConfig
-from tests.data.fixtures import make_data_dir
+from tests.data.fixtures import make_data_dir, write_wav
 
 RATE = 8000
 SEED = tf.constant([3, 11], tf.int64)
@@ -170,18 +170,58 @@ def test_babble_is_a_crop_of_the_track_at_the_requested_snr(snr_db):
 
 def test_babble_crops_are_seeded_per_utterance():
     track = tf.constant(_babble_track(1.0))
-    crops = {utt: aug.babble_crop(track, 4000, aug.utterance_seed(5, utt)).numpy() for utt in ("a", "b", "c")}
-    assert np.array_equal(crops["a"], aug.babble_crop(track, 4000, aug.utterance_seed(5, "a")).numpy())
+    crops = {utt: aug.track_crop(track, 4000, aug.utterance_seed(5, utt)).numpy() for utt in ("a", "b", "c")}
+    assert np.array_equal(crops["a"], aug.track_crop(track, 4000, aug.utterance_seed(5, "a")).numpy())
     starts = {_crop_start(track.numpy(), crop.astype(np.float64)) for crop in crops.values()}
     assert len(starts) == 3  # each utterance its own stretch of the track
-    assert not np.array_equal(crops["a"], aug.babble_crop(track, 4000, aug.utterance_seed(6, "a")).numpy())
+    assert not np.array_equal(crops["a"], aug.track_crop(track, 4000, aug.utterance_seed(6, "a")).numpy())
 
 
-def test_babble_noise_needs_its_track():
-    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("white", "babble"))
-    assert config.uses_babble and not aug.AugmentConfig(noise_colours=("babble",)).uses_babble  # prob 0: off
-    with pytest.raises(ValueError, match="babble track"):
+@pytest.mark.parametrize("kind,uses,message", [("babble", "uses_babble", "babble track"),
+                                                ("recorded", "uses_recorded", "track of quiet stretches")])
+def test_noise_from_the_training_audio_needs_its_track(kind, uses, message):
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("white", kind))
+    assert getattr(config, uses) and not getattr(aug.AugmentConfig(noise_colours=(kind,)), uses)  # prob 0: off
+    with pytest.raises(ValueError, match=message):
         aug.perturb_waveform(_tone(300.0), config, SEED)
+
+
+def _frames(*levels, frame=200, seed=0):
+    """A waveform of `frame`-sample frames: a level > 0 is Gaussian noise of that RMS, 0 is digital silence."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0.0, level, frame) if level else np.zeros(frame) for level in levels])
+
+
+def test_quiet_bank_holds_the_quiet_frames_of_each_recording_at_unit_rms():
+    # 30 dB below a 1000-RMS frame is 31.6 RMS: 5 and 20 are quiet, 100 (20 dB down) is not, zeros are no noise.
+    first = _frames(1000, 1000, 5, 0, 100, 1000, 20, seed=1)
+    loud_only, silent = _frames(1000, 300, seed=2), np.zeros(600)
+    second = _frames(0, 2000, 3, 3, seed=3)
+    track, sources = aug.quiet_bank([first, loud_only, silent, second], 200, seed=0)
+    assert sorted((index, frames.tolist()) for index, frames in sources) == [(0, [2, 6]), (3, [2, 3])]
+    expected = {index: np.concatenate([waveform[i * 200:(i + 1) * 200] for i in frames])
+                for (index, frames), waveform in zip(sorted(sources, key=lambda s: s[0]), (first, second))}
+    start = 0
+    for index, frames in sources:  # the track is each recording's quiet audio scaled to unit RMS, in `sources` order
+        part = expected[index] / np.sqrt(np.mean(expected[index] ** 2))
+        np.testing.assert_allclose(track[start:start + part.size], part, rtol=1e-5)
+        start += part.size
+    assert start == track.size
+    _, lower = aug.quiet_bank([first], 200, seed=0, floor_db=15.0)
+    assert lower[0][1].tolist() == [2, 4, 6]  # 100 RMS is 20 dB down: quiet at a 15 dB floor
+    with pytest.raises(ValueError, match="quiet stretches: none of the 2 waveforms"):
+        aug.quiet_bank([loud_only, silent], 200, seed=0)
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
+def test_recorded_noise_is_a_crop_of_the_quiet_track_at_the_requested_snr(snr_db):
+    track, _ = aug.quiet_bank([_frames(3000, *[30] * 8, seed=i) for i in range(3)], 200, seed=0)  # 0.6 s of quiet
+    speech = _tone(440.0) + _tone(1200.0, amplitude=300.0)
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("recorded",), snr_min_db=snr_db, snr_max_db=snr_db)
+    noisy, _ = aug.perturb_waveform(speech, config, SEED, recorded=tf.constant(track))
+    noise = noisy.numpy() - speech
+    assert abs(10 * np.log10(np.mean(speech ** 2) / np.mean(noise ** 2)) - snr_db) <= 0.5
+    _crop_start(track, noise.astype(np.float64))
 
 
 def test_gain_changes_the_level_within_its_range():
@@ -287,16 +327,17 @@ def test_pipeline_augmentation_is_deterministic_and_keeps_labels_aligned(audio_m
     assert any(not np.array_equal(first[u][0], other[u][0]) for u in first)  # another epoch, other draws
 
 
-def test_babble_sources_are_the_training_utterances(audio_manifest):
-    from crnn_tf.data.pipelines import babble_sources
+def test_noise_sources_are_the_training_utterances(audio_manifest):
+    from crnn_tf.data.pipelines import noise_sources
     from tests.data.fixtures import synth
 
-    every = babble_sources(audio_manifest, 10 ** 9, seed=0)
+    every = noise_sources(audio_manifest, 10 ** 9, seed=0)
+    assert sorted(every) == sorted(noise_sources(audio_manifest, None, seed=3))  # None: all of them
     assert len(every) == 6
     for utt, waveform in every.items():
         i = int(utt.rsplit("utt", 1)[1])  # make_data_dir's utterance i is synth(0.3 + 0.1 (i % 5) s, seed=i)
         assert waveform.size > 0 and np.array_equal(waveform, synth(0.3 + 0.1 * (i % 5), seed=i)[:waveform.size])
-    few = [sorted(babble_sources(audio_manifest, 8000, seed=s)) for s in range(6)]
+    few = [sorted(noise_sources(audio_manifest, 8000, seed=s)) for s in range(6)]
     assert all(0 < len(f) < 6 for f in few) and len({tuple(f) for f in few}) > 1  # a seeded choice
 
 
@@ -313,6 +354,29 @@ def test_babble_in_the_pipeline_is_deterministic_and_keeps_labels(audio_manifest
     features_manifest = prepare_data_dir(audio_manifest.source["data_dir"], str(tmp_path / "feats"), progress=False)
     with pytest.raises(ValueError, match="babble noise is made from the training set's own audio"):
         utterance_dataset(features_manifest, augment=config)
+
+
+def test_recorded_noise_in_the_pipeline_comes_from_the_training_audio_s_quiet_stretches(audio_manifest, tmp_path):
+    from crnn_tf.data.pipelines import noise_sources
+
+    config = aug.AugmentConfig(noise_prob=1.0, noise_colours=("recorded",), snr_min_db=0.0, snr_max_db=0.0)
+    # audio_manifest's signals are as loud throughout: there is no quiet stretch to take
+    with pytest.raises(ValueError, match=f"{audio_manifest.directory}: recorded noise needs quiet stretches"):
+        utterance_dataset(audio_manifest, augment=config)
+    data_dir, samples = make_data_dir(tmp_path, num_utts=4, pipe=False)
+    quiet = {}
+    for i, (utt, waveform) in enumerate(sorted(samples.items())):  # each recording ends in 0.1 s of room noise
+        quiet[utt] = np.random.default_rng(i).normal(0.0, 10.0, 800).round().astype(np.int16)
+        write_wav(f"{tmp_path}/wav/{utt}.wav", np.concatenate([waveform, quiet[utt]]))
+    manifest = prepare_data_dir(data_dir, str(tmp_path / "prepared"), mode="audio", progress=False)
+    waveforms = noise_sources(manifest, None, seed=5, kind="recorded")
+    track, sources = aug.quiet_bank(list(waveforms.values()), 200, seed=[5, 3])
+    assert len(sources) == 4 and all(set(frames) >= set(range(len(waveforms[u]) // 200 - 3, len(waveforms[u]) // 200))
+                                     for u, (_, frames) in zip(waveforms, sorted(sources, key=lambda s: s[0])))
+    first, again, clean = _epoch(manifest, config, 5), _epoch(manifest, config, 5), _epoch(manifest, None, 5)
+    for utt, (features, labels) in first.items():
+        assert np.array_equal(features, again[utt][0]) and features.shape == clean[utt][0].shape
+        assert not np.allclose(features, clean[utt][0], atol=1e-2)  # 0 dB: the noise is as loud as the speech
 
 
 def test_vtlp_warps_each_utterance_by_one_drawn_factor_and_keeps_its_labels(audio_manifest):

@@ -126,7 +126,7 @@ def test_bad_augmentation_flags_stop_the_tool_at_parse_time():
 
 @pytest.mark.parametrize("values, message", [
     ({"augment_noise_colours": ["white", "purple"]},
-     "noise colours ('white', 'purple'): choose from ['white', 'pink', 'brown', 'babble']"),
+     "noise colours ('white', 'purple'): choose from ['white', 'pink', 'brown', 'babble', 'recorded']"),
     ({"augment_speed_factors": ["0.9", "fast"]}, "could not convert string to float: 'fast'"),
 ], ids=["unknown_noise_colour", "factor_not_a_number"])
 def test_augmentation_flag_values_are_checked_as_one_config(values, message):
