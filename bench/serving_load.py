@@ -90,6 +90,15 @@ class ServerProcess:
         self.process.terminate()
         self.process.wait(timeout=60)
 
+    def cpu_seconds(self):
+        """User + system CPU seconds the server process has used (Linux /proc; None elsewhere)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def predict(stub, name, inputs, signature="", output_filter=None):
     """One Predict call; asks only for what a decoder reads unless `output_filter` says otherwise."""
@@ -272,19 +281,21 @@ def served_figures(path, name, utterance, chunk, state_specs, audio_s):
         stub = server.stub()
         stream_costs = {}
         for count in (int(n) for n in FLAGS.streams):
-            stream_costs[count] = served_stream_cost(stub, name, chunk, [n for n, _ in state_specs], count)
-        single = stream_costs.get(1)
-        print("  served stream_step per-stream cost of concurrent streams (default server: the steps that arrive "
-              "while a step batch runs join the next one): " + ", ".join(
-                  f"{count} streams {cost * 1000:.1f} ms" + (f" ({cost / single:.2f}x one stream's)" if single else "")
-                  for count, cost in stream_costs.items()))
+            stream_costs[count] = served_stream_cost(stub, name, chunk, [n for n, _ in state_specs], count, server)
+        single = stream_costs.get(1, (None,))[0]
+        print("  served stream_step per-stream cost of concurrent streams (default server: one step batch at a "
+              "time, waiting for the streams the last one answered), wall (server CPU): " + ", ".join(
+                  f"{count} streams {cost * 1000:.1f} ms" + (f" ({cpu * 1000:.1f} ms)" if cpu is not None else "")
+                  + (f" ({cost / single:.2f}x one stream's)" if single else "")
+                  for count, (cost, cpu) in stream_costs.items()))
     finally:
         server.stop()
     return {"batch1": served_best, "batched": served_batch_best}
 
 
-def served_stream_cost(stub, name, chunk, state_names, count):
-    """Wall seconds per stream per step when `count` clients each send `--stream_steps` chunks, carrying states."""
+def served_stream_cost(stub, name, chunk, state_names, count, server):
+    """(wall seconds, server CPU seconds or None) per stream per step when `count` clients each send
+    `--stream_steps` chunks, carrying states."""
     first = {k: v.numpy() for k, v in chunk.items()}
     wanted = ["log_likelihoods", *state_names]
 
@@ -296,10 +307,11 @@ def served_stream_cost(stub, name, chunk, state_names, count):
 
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         list(pool.map(stream, range(count)))  # warm-up: the batch shapes of this concurrency
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), server.cpu_seconds()
         list(pool.map(stream, range(count)))
-        elapsed = time.perf_counter() - start
-    return elapsed / (FLAGS.stream_steps * count)
+        elapsed, cpu_end = time.perf_counter() - start, server.cpu_seconds()
+    steps = FLAGS.stream_steps * count
+    return elapsed / steps, None if cpu_start is None else (cpu_end - cpu_start) / steps
 
 
 def main(argv):
