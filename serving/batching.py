@@ -86,6 +86,7 @@ class Batcher:
         self._pending = collections.deque()
         self._running_serial = set()  # keys of serial-signature batches now running
         self._streams_back = {}  # serial key -> (rows expected in its next batch, when its last batch ended)
+        self._gathering = set()  # keys whose next batch a worker is waiting to fill
         self._cond = threading.Condition()
         self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"batcher-{i}", daemon=True)
@@ -109,7 +110,7 @@ class Batcher:
                 raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                    "The batch scheduling queue to which this task was submitted is full")
             self._pending.append(task)
-            self._cond.notify()
+            self._cond.notify_all()  # a worker gathering one key must not swallow the wake-up another needs
         try:
             return task.future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -132,14 +133,19 @@ class Batcher:
                     return None
                 self._cond.wait()
             key = head.key()
-            while not self._closed:
-                waiting = [t for t in self._pending if t.key() == key]
-                rows = sum(t.rows for t in waiting)
-                target, deadline = self._batch_goal(head, key, waiting)
-                remaining = deadline - time.monotonic()
-                if rows >= target or remaining <= 0:
-                    break
-                self._cond.wait(remaining)
+            self._gathering.add(key)  # the other workers serve other keys meanwhile
+            try:
+                while not self._closed:
+                    waiting = [t for t in self._pending if t.key() == key]
+                    rows = sum(t.rows for t in waiting)
+                    target, deadline = self._batch_goal(head, key, waiting)
+                    remaining = deadline - time.monotonic()
+                    if rows >= target or remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            finally:
+                self._gathering.discard(key)
+                self._cond.notify_all()
             if head not in self._pending or self._is_blocked(head):
                 return []  # another worker took it, or started a batch of its key; look again
             batch, rows, longest = [], 0, 0
@@ -193,8 +199,10 @@ class Batcher:
         return task.signature.name in self.serial_signatures and task.key() in self._running_serial
 
     def _next_head(self):
-        """The oldest pending task that may start a batch now (None when there is none)."""
-        return next((task for task in self._pending if not self._is_blocked(task)), None)
+        """The oldest pending task that may start a batch now, and whose key no other worker is gathering (None
+        when there is none)."""
+        return next((task for task in self._pending
+                     if not self._is_blocked(task) and task.key() not in self._gathering), None)
 
     def _work(self):
         while True:

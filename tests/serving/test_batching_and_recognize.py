@@ -285,3 +285,33 @@ def test_a_stream_that_ends_delays_the_next_step_once():
     batcher.close()
     assert times[0] >= pause * 0.9, times
     assert max(times[1:]) < pause / 2, times
+
+
+def test_other_signatures_are_served_while_stream_steps_gather():
+    """While a worker waits for the streams of the last step batch to come back, another worker runs other requests:
+    a serving_default request is not held up by the stream pause."""
+    pause = 0.5
+
+    def run(inputs):
+        return {"y": inputs["features"] + 1}
+
+    servable = types.SimpleNamespace(metadata={})
+    step, score = _Sig("stream_step", run), _Sig("serving_default", run)
+    batcher = Batcher(batch_timeout_s=0.05, num_threads=2, stream_gather_timeout_s=pause)
+    features = {"features": np.zeros((1, 2, 2), np.float32)}
+    both = [threading.Thread(target=batcher.submit, args=(servable, step, features)) for _ in range(2)]
+    for thread in both:
+        thread.start()
+    for thread in both:
+        thread.join(10)
+    assert [shape[0] for shape in step.calls] == [2]
+    lone = threading.Thread(target=batcher.submit, args=(servable, step, features))  # waits for the other stream
+    lone.start()
+    threading.Event().wait(0.05)
+    start = time.monotonic()
+    batcher.submit(servable, score, features)
+    took = time.monotonic() - start
+    lone.join(10)
+    batcher.close()
+    assert took < pause / 2, took
+    assert [shape[0] for shape in step.calls] == [2, 1] and [shape[0] for shape in score.calls] == [1]
