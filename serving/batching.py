@@ -126,7 +126,7 @@ class Batcher:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _take_batch(self):
-        """Blocks until a batch is due; returns its tasks (None when closed and drained)."""
+        """Blocks until a batch is due; returns its tasks, at least one (None when closed and drained)."""
         with self._cond:
             while (head := self._next_head()) is None:
                 if self._closed and not self._pending:
@@ -146,8 +146,7 @@ class Batcher:
             finally:
                 self._gathering.discard(key)
                 self._cond.notify_all()
-            if head not in self._pending or self._is_blocked(head):
-                return []  # another worker took it, or started a batch of its key; look again
+            # No other worker can have taken `head` or started a batch of its key: `_next_head` skips gathered keys.
             batch, rows, longest = [], 0, 0
             for task in list(self._pending):
                 if task.key() != key or (batch and rows + task.rows > self.max_batch_size):
@@ -209,15 +208,14 @@ class Batcher:
             batch = self._take_batch()
             if batch is None:
                 return
-            if batch:
-                answered = time.monotonic()
-                try:
-                    answered = self._run(batch)
-                finally:
-                    with self._cond:
-                        if batch[0].key() in self._running_serial:
-                            self._serial_batch_ended(batch[0].key(), batch, answered)
-                        self._cond.notify_all()  # the tasks its run held back may start a batch now
+            answered = time.monotonic()
+            try:
+                answered = self._run(batch)
+            finally:
+                with self._cond:
+                    if batch[0].key() in self._running_serial:
+                        self._serial_batch_ended(batch[0].key(), batch, answered)
+                    self._cond.notify_all()  # the tasks its run held back may start a batch now
 
     def _run(self, batch):
         """Runs `batch` and answers its requests; returns the time.monotonic() just before the first answer."""

@@ -81,12 +81,14 @@ def noise_sources(manifest, samples: int | None, seed: int, kind: str = "babble"
     total = manifest.num_utterances
     mean = max(manifest.num_frames / max(total, 1) * manifest.feature_config.frame_shift, 1.0)
     count = total if samples is None else min(total, math.ceil(samples / mean))
-    chosen = np.sort(np.random.default_rng([seed % 2 ** 63, 1]).choice(total, count, replace=False))
-    wanted = tf.constant(chosen, tf.int64)
-    records = tf.data.TFRecordDataset(manifest.shard_paths).take(int(chosen[-1]) + 1 if count else 0).enumerate()
-    records = records.filter(lambda index, _: tf.reduce_any(tf.equal(index, wanted)))
+    records = tf.data.TFRecordDataset(manifest.shard_paths)
+    if count < total:  # all of them need no choice and no per-record filter
+        chosen = np.sort(np.random.default_rng([seed % 2 ** 63, 1]).choice(total, count, replace=False))
+        wanted = tf.constant(chosen, tf.int64)
+        records = records.take(int(chosen[-1]) + 1 if count else 0).enumerate()
+        records = records.filter(lambda index, _: tf.reduce_any(tf.equal(index, wanted))).map(lambda _, r: r)
     return {ex["utt_id"].numpy().decode(): ex["waveform"].numpy()
-            for ex in (parse_example(record, "audio") for _, record in records)}
+            for ex in (parse_example(record, "audio") for record in records)}
 
 
 def _babble_track(manifest: Manifest, augment: AugmentConfig, seed: int) -> tf.Tensor:
