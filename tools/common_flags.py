@@ -70,19 +70,30 @@ def define_dataclass_flags(cls, *, exclude=(), choices=None, required=(), defaul
     return names
 
 
+def _validator(check):
+    """A flag validator from `check(value)`, whose ValueError becomes the usage error (naming the flag)."""
+    def valid(value):
+        try:
+            check(value)
+        except ValueError as error:
+            raise flags.ValidationError(str(error)) from None
+        return True
+    return valid
+
+
 def validate_dropout_flag() -> None:
     """Checks `--dropout` when the flags are parsed (`crnn_tf.models.check_dropout`), so that a bad rate stops the
     tool before any work, as a usage error naming the flag."""
     from crnn_tf.models import check_dropout
 
-    def valid(rate):
-        try:
-            check_dropout(rate)
-        except ValueError as error:
-            raise flags.ValidationError(str(error)) from None
-        return True
+    flags.register_validator("dropout", _validator(check_dropout))
 
-    flags.register_validator("dropout", valid)
+
+def validate_label_smoothing_flag() -> None:
+    """Checks `--label_smoothing` when the flags are parsed (`crnn_tf.train.config.check_label_smoothing`)."""
+    from crnn_tf.train.config import check_label_smoothing
+
+    flags.register_validator("label_smoothing", _validator(check_label_smoothing))
 
 
 def define_augment_flags(defaults=None) -> None:

@@ -95,6 +95,9 @@ def define_flags():
                        "features, the logits or the recurrent state), as crnn-train --dropout; 0 = none. A regulariser "
                        "beside SpecAugment (--augment_*), in training only: the exports score without it.")
     common_flags.validate_dropout_flag()
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε of every net's frame targets, in [0, 1), as "
+                       "crnn-train --label_smoothing: (1 - ε) on the aligned senone, ε spread over all; 0 = none.")
+    common_flags.validate_label_smoothing_flag()
     # The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
     # variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
     # request's speaker stats.
@@ -285,7 +288,8 @@ def train_stage(work: pathlib.Path, name: str, spec: str, features: dict, seed: 
 
     config = TrainConfig(model_spec=spec, train_data=features["train"]["path"], dev_data=features["dev"]["path"],
                          model_dir=str(work / "models" / name), epochs=FLAGS.epochs, optimizer=FLAGS.optimizer,
-                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout, seed=seed,
+                         lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout,
+                         label_smoothing=FLAGS.label_smoothing, seed=seed,
                          augment=common_flags.augment_from_flags(), progress=False)
     return train(config)
 
@@ -606,7 +610,8 @@ def run_recipe(work: pathlib.Path, first_stage: int = 0, last_stage: int = len(S
              f"({_senone_description(hmm)}); GMM-HMM phone agreement with the synthesiser's timings: "
              f"{100 * (hmm['phone_agreement'] or 0):.1f}%. Features: fbank + Δ + ΔΔ, {features.cmvn} CMVN"
              f"{' with variances' if features.norm_vars else ''}. Every net: {FLAGS.epochs} epochs, {FLAGS.optimizer}, "
-             f"lr {FLAGS.lr_initial} → {FLAGS.lr_final}{f', dropout {FLAGS.dropout:g}' if FLAGS.dropout else ''}, "
+             f"lr {FLAGS.lr_initial} → {FLAGS.lr_final}{f', dropout {FLAGS.dropout:g}' if FLAGS.dropout else ''}"
+             f"{f', label smoothing {FLAGS.label_smoothing:g}' if FLAGS.label_smoothing else ''}, "
              f"augmentation {json.dumps(augment.to_dict())}. Audio scored "
              f"through the scoring server (gRPC, waveform signature) and decoded with a digit loop; acoustic scale "
              f"(tried {', '.join(FLAGS.acoustic_scales)}) and word insertion penalty (tried "

@@ -43,6 +43,7 @@ def define_flags():
         TrainConfig, exclude=derived, required=("model_spec", "train_data", "model_dir"),
         choices={"strategy": STRATEGIES, "optimizer": OPTIMIZERS, "on_nan": NAN_POLICIES})
     common_flags.validate_dropout_flag()
+    common_flags.validate_label_smoothing_flag()
     common_flags.define_augment_flags()
 
 def main(argv):

@@ -7,6 +7,7 @@ learning-rate schedule.
 """
 import dataclasses
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -30,6 +31,21 @@ _STRUCTURAL = ("model_spec", "dropout", "num_bands", "num_streams", "num_targets
                "batch_size", "seed", "optimizer", "train_manifest_hash", "augment")
 
 
+def check_label_smoothing(value) -> float:
+    """`value` as a float if it is a label smoothing weight, in [0, 1).
+
+    Raises:
+      ValueError: negative, 1 or more, NaN or not a number; the message names `label_smoothing`.
+    """
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        weight = math.nan
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
+    return weight
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Settings of one training run (JSON-serialisable).
@@ -47,6 +63,10 @@ class TrainConfig:
       dropout: fraction of every hidden block's outputs zeroed in training, in [0, 1); 0 disables it. Not on the
         features or the logits, nor on the recurrent state; the identity at inference and in the export (see
         `crnn_tf.models.from_spec`). Default 0.0.
+      label_smoothing: weight ε of the uniform distribution mixed into every frame's one-hot target, in [0, 1): the
+        loss is (1 - ε)·CE(label) + ε·mean over senones of -log p (see `frame_cross_entropy`). A regulariser
+        against over-confident frames, where the targets are a GMM's forced alignment; 0 disables it. The dev
+        figures stay plain cross-entropy. Default 0.0.
       chunk_length, chunk_overlap, label_delay, mask_overlap: truncated-BPTT chunking of recurrent nets (paper:
         15, 5, 5). Defaults 15, 5, 5, True.
       chunks_per_replica: chunks (recurrent) per replica batch; the global batch is this × replicas. Default 20.
@@ -88,6 +108,7 @@ class TrainConfig:
     num_targets: int = 5529
     context: int = 5
     dropout: float = 0.0
+    label_smoothing: float = 0.0
     chunk_length: int = 15
     chunk_overlap: int = 5
     label_delay: int = 5
@@ -127,6 +148,7 @@ class TrainConfig:
         if self.on_nan not in NAN_POLICIES:
             raise ValueError(f"on_nan={self.on_nan!r}; expected one of {NAN_POLICIES}")
         check_dropout(self.dropout)
+        check_label_smoothing(self.label_smoothing)
         if not 0 < self.lr_final <= self.lr_initial:
             raise ValueError(f"need 0 < lr_final ≤ lr_initial, got {self.lr_final}, {self.lr_initial}")
         if self.epochs < 1 and self.steps < 1:

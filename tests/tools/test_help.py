@@ -112,6 +112,18 @@ def test_a_bad_dropout_rate_stops_the_tool_naming_the_flag(module, args):
     assert "flag --dropout=" in done.stderr and "dropout must be in [0, 1)" in done.stderr, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("module, args", [
+    ("tools.train", ["--label_smoothing=1", "--model_spec=ReLU8", "--train_data=x", "--model_dir=y"]),
+    ("tools.recipe", ["--label_smoothing=-0.5", "--work_dir=/nonexistent/never_written"]),
+])
+def test_a_bad_label_smoothing_stops_the_tool_naming_the_flag(module, args):
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "flag --label_smoothing=" in done.stderr and "label_smoothing must be in [0, 1)" in done.stderr, \
+        done.stderr[-2000:]
+
+
 def test_bad_augmentation_flags_stop_the_tool_at_parse_time():
     # One tool is enough: every tool with --augment_* flags gets them, and their check, from define_augment_flags.
     done = subprocess.run([sys.executable, "-m", "tools.train", "--augment_silence_trim_min_db=30",

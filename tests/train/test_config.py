@@ -26,6 +26,9 @@ def test_config_roundtrip_and_save(tmp_path):
     ({"lr_final": 1.0, "lr_initial": 0.1}, "lr_final"), ({"chunks_per_replica": 0}, "chunks_per_replica"),
     ({"on_nan": "ignore"}, "on_nan"), ({"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"), ({"dropout": math.nan}, r"dropout must be in \[0, 1\)"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+    ({"label_smoothing": math.nan}, r"label_smoothing must be in \[0, 1\)"),
 ])
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
