@@ -69,8 +69,9 @@ def test_train_stage_trains_with_the_nets_own_seed(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(crnn_tf.train.loop, "train", lambda config: seen.append(config) or {})
     monkeypatch.setattr(recipe, "FLAGS", types.SimpleNamespace(epochs=1, optimizer="adam", lr_initial=1e-3,
-                                                               lr_final=1e-4, dropout=0.0, seed=0))
+                                                               lr_final=1e-4, dropout=0.0, label_smoothing=0.1,
+                                                               seed=0))
     monkeypatch.setattr(recipe.common_flags, "augment_from_flags", AugmentConfig)
     features = {"train": {"path": str(tmp_path / "train")}, "dev": {"path": str(tmp_path / "dev")}}
     recipe.train_stage(tmp_path, "C1", "3xReLU64", features, 5)
-    assert seen[0].seed == 5 and seen[0].model_spec == "3xReLU64"
+    assert seen[0].seed == 5 and seen[0].model_spec == "3xReLU64" and seen[0].label_smoothing == 0.1
