@@ -60,21 +60,29 @@ def from_spec(
     )
 
 
+def check_fraction(value, name: str, meaning: str = ""):
+    """`value` as a float if it lies in [0, 1), e.g. a dropout rate or a label smoothing weight.
+
+    Raises:
+      ValueError: `value` is negative, 1 or more, NaN or not a number; the message names `name` (and says what it is
+        when `meaning` is given).
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number < 1.0:  # NaN fails the comparison too
+        raise ValueError(f"{name} must be in [0, 1){f' ({meaning})' if meaning else ''}, got {value!r}")
+    return number
+
+
 def check_dropout(rate):
     """`rate` as a float if it is a dropout rate, in [0, 1).
 
     Raises:
       ValueError: `rate` is negative, 1 or more, NaN or not a number; the message names `dropout`.
     """
-    try:
-        value = float(rate)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0.0 <= value < 1.0:  # NaN fails the comparison too
-        raise ValueError(
-            f"dropout must be in [0, 1) (the fraction of hidden activations zeroed in training), got {rate!r}"
-        )
-    return value
+    return check_fraction(rate, "dropout", "the fraction of hidden activations zeroed in training")
 
 
 @keras.saving.register_keras_serializable(package="crnn_tf")

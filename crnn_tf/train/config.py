@@ -7,13 +7,12 @@ learning-rate schedule.
 """
 import dataclasses
 import json
-import math
 import os
 
 import tensorflow as tf
 
 from crnn_tf.data.augment import AugmentConfig
-from crnn_tf.models import check_dropout
+from crnn_tf.models import check_dropout, check_fraction
 
 CONFIG_NAME = "train_config.json"
 CONFIG_VERSION = 1
@@ -37,13 +36,7 @@ def check_label_smoothing(value) -> float:
     Raises:
       ValueError: negative, 1 or more, NaN or not a number; the message names `label_smoothing`.
     """
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        weight = math.nan
-    if not 0.0 <= weight < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {value!r}")
-    return weight
+    return check_fraction(value, "label_smoothing")
 
 
 @dataclasses.dataclass
