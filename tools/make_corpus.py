@@ -22,7 +22,7 @@ def define_flags():
     flags.DEFINE_float("noise_prob", 0.7, "Share of utterances with additive noise (10-40 dB SNR).")
     flags.DEFINE_integer("num_workers", 0, "Processes (0: all cores).")
     flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers (espeak and flite required; festival "
-                      "adds three training voices).")
+                      "adds three training voices, espeak_foreign 14 foreign-accented ones).")
     flags.DEFINE_bool("telephone", True, "At 8 kHz, band-pass to 300-3400 Hz (a telephone channel).")
 
 

@@ -1,6 +1,7 @@
 r"""crnn-recipe: the whole hybrid chain, on synthetic speech, real recordings or both, ending in a paper-style table.
 
-    data (synthetic corpus: espeak-ng, flite, festival; test voices unseen; FSDD by speaker; any Kaldi data dirs)
+    data (synthetic corpus: espeak-ng, flite, festival, foreign-accented espeak-ng; test voices unseen; FSDD by
+    speaker; any Kaldi data dirs)
     → lang, monophone GMM-HMM alignment (bootstrapped on the synthetic timings, or a flat start), digit-loop HCLG
     → features + labels as TFRecords → train FFNN, LSTMP and CLSTM (same budget, augmented on the fly)
     → export SavedModels → start the TF-Serving-compatible server → decode dev and every test set through it (gRPC)
@@ -59,7 +60,7 @@ def define_flags():
                          "no synthetic speech.")
     flags.DEFINE_enum("task", "digits", ["digits", "commands"], "Synthetic corpus task (FSDD needs digits).")
     flags.DEFINE_list("synthesizers", ["espeak", "flite"], "Synthesisers of the synthetic corpus (espeak and "
-                      "flite required; festival adds three training voices).")
+                      "flite required; festival adds three training voices, espeak_foreign 14 foreign-accented ones).")
     flags.DEFINE_bool("telephone", True, "Band-pass the synthetic corpus to 300-3400 Hz (a telephone channel; only "
                       "at 8 kHz).")
     flags.DEFINE_integer("seed", 0, "Seeds the corpus, initialisation, data order and augmentation.")

@@ -36,6 +36,28 @@ ESPEAK_TO_ARPABET = {
     "aU": "AW", "OI": "OY", "@L": "L", "@r": "ER", "_": SIL, "_:": SIL, "_!": SIL, "_^_": SIL, "||": SIL,
 }
 FLITE_TO_ARPABET = {"pau": SIL, "ax": "AH", "axr": "ER", "dx": "T"}
+# ARPAbet -> the English espeak-ng mnemonic that says it (AH is "V" when stressed, "@" otherwise).
+ARPABET_TO_ESPEAK = {
+    "P": "p", "B": "b", "T": "t", "D": "d", "K": "k", "G": "g", "F": "f", "V": "v", "TH": "T", "DH": "D", "S": "s",
+    "Z": "z", "SH": "S", "ZH": "Z", "HH": "h", "M": "m", "N": "n", "NG": "N", "L": "l", "R": "r", "W": "w", "Y": "j",
+    "CH": "tS", "JH": "dZ", "AH": "@", "AA": "A:", "AE": "a", "EH": "E", "IH": "I", "IY": "i:", "UH": "U", "UW": "u:",
+    "ER": "3:", "AO": "O:", "OW": "oU", "EY": "eI", "AY": "aI", "AW": "aU", "OY": "OI",
+}
+VOWELS = frozenset({"AH", "AA", "AE", "EH", "IH", "IY", "UH", "UW", "ER", "AO", "OW", "EY", "AY", "AW", "OY"})
+
+
+def espeak_word_phonemes(pronunciation: str) -> list[str]:
+    """A word's lexicon pronunciation as English espeak-ng mnemonics, stress (``'``) on its first vowel.
+
+    Example: ``espeak_word_phonemes("W AH N") == ["w", "'V", "n"]``.
+    """
+    out, stressed = [], False
+    for phone in pronunciation.split():
+        mnemonic = ARPABET_TO_ESPEAK[phone]
+        if phone in VOWELS and not stressed:
+            mnemonic, stressed = "'" + ("V" if phone == "AH" else mnemonic), True
+        out.append(mnemonic)
+    return out
 
 
 def espeak_to_arpabet(mnemonic: str) -> str | None:

@@ -10,13 +10,16 @@ Layout written under `out_dir`::
 `phone_times.ctm` is Kaldi CTM (``utt 1 start duration phone``), contiguous from 0 to the end of the audio, in the
 lexicon's phone set, with ``SIL`` for the padding and the synthesiser's pauses.
 
-Speakers are voices: an espeak-ng ``accent+klatt-variant``, a flite voice or a festival voice. Dev and test voices
-never occur in training; the festival voices (two diphone voices cut from real recordings and an HMM voice trained on
-them) are training voices only. Every utterance's random choices derive from (seed, utterance index) only, so the
+Speakers are voices: an espeak-ng ``accent+klatt-variant``, a flite voice, a festival voice or a foreign-accented
+espeak-ng voice (``espeak_foreign``: another language's voice speaking the English words with its own phonemes, see
+`crnn_tf.corpus.synth.foreign_phonemes`). Dev and test voices never occur in training; the festival voices (two
+diphone voices cut from real recordings and an HMM voice trained on them) and the foreign-accented voices are
+training voices only. Every utterance's random choices derive from (seed, utterance index) only, so the
 result does not depend on the number of worker processes.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -36,6 +39,8 @@ ESPEAK_VARIANTS = ("klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6")
 # Typical mean f0 (Hz) of each flite voice; utterances vary around it.
 FLITE_F0 = {"kal": 105.0, "kal16": 105.0, "awb": 110.0, "rms": 100.0, "slt": 170.0}
 FLITE_SPLIT = {"train": ("kal", "kal16", "slt"), "dev": ("awb",), "test": ("rms",)}
+# Voice quality of each foreign-accented voice, by its language's place in synth.FOREIGN_LANGUAGES (f2 is female).
+FOREIGN_VARIANTS = ("klatt", "klatt3", "m3", "f2")
 # Typical mean f0 (Hz) of the festival diphone voices (their intonation is set per utterance).
 FESTIVAL_F0 = {"kal_diphone": 105.0, "ked_diphone": 110.0}
 FESTIVAL_SPLIT = {"train": tuple(synth.FESTIVAL_VOICES), "dev": (), "test": ()}
@@ -46,7 +51,8 @@ OOV_WORD = "<UNK>"
 
 @dataclasses.dataclass(frozen=True)
 class Voice:
-    """A synthetic speaker: ``synth`` is "espeak", "flite" or "festival", ``name`` the voice (``en-us+klatt3``)."""
+    """A synthetic speaker: ``synth`` is "espeak", "flite", "festival" or "espeak_foreign", ``name`` the voice
+    (``en-us+klatt3``, ``el+klatt``)."""
 
     synth: str
     name: str
@@ -63,9 +69,9 @@ def split_voices(seed: int, num_test: int = 6, num_dev: int = 4,
     Args:
       seed: shuffles the espeak voices.
       num_test, num_dev: espeak voices held out for test (default 6) and dev (default 4); flite's rms is always
-        test and awb dev; the festival voices are always train.
+        test and awb dev; the festival and foreign-accented voices are always train.
       synthesizers: the synthesisers whose voices take part (default espeak and flite, which are required; add
-        "festival" for its three training voices).
+        "festival" for its three training voices, "espeak_foreign" for one voice per foreign language).
 
     Example:
       >>> v = split_voices(0); set(v["test"]).isdisjoint(v["train"])
@@ -76,6 +82,9 @@ def split_voices(seed: int, num_test: int = 6, num_dev: int = 4,
     parts = {"test": espeak[:num_test], "dev": espeak[num_test:num_test + num_dev],
              "train": espeak[num_test + num_dev:]}
     festival = FESTIVAL_SPLIT if "festival" in synthesizers else {s: () for s in SPLITS}
+    if "espeak_foreign" in synthesizers:
+        parts["train"] += [Voice("espeak_foreign", f"{language}+{FOREIGN_VARIANTS[k % len(FOREIGN_VARIANTS)]}")
+                           for k, language in enumerate(synth.FOREIGN_LANGUAGES)]
     return {s: sorted(parts[s] + [Voice("flite", n) for n in FLITE_SPLIT[s]] + [Voice("festival", n)
                                                                                 for n in festival[s]],
                       key=lambda v: v.speaker)
@@ -99,6 +108,7 @@ class _Job:
     sample_rate: int
     telephone: bool
     pronunciations: tuple[str, ...]
+    phonemes: str | None = None  # espeak-ng phoneme input (foreign-accented voices) instead of the words
 
 
 def _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_prob, voices, split_fractions,
@@ -115,7 +125,7 @@ def _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_pro
             rng = random.Random(seed * 1_000_003 + index)
             voice = rng.choice(voices[split])
             words = tuple(rng.choice(words_list) for _ in range(rng.randint(1, max_words)))
-            if voice.synth == "espeak":
+            if voice.synth in ("espeak", "espeak_foreign"):
                 rate, pitch, pitch_range = rng.uniform(130, 220), rng.uniform(25, 75), rng.randint(20, 90)
             elif voice.synth == "festival":
                 pitch = FESTIVAL_F0.get(voice.name, 170.0) * rng.uniform(0.8, 1.25)
@@ -128,7 +138,9 @@ def _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_pro
                 lead=rng.uniform(0.05, 0.4), trail=rng.uniform(0.05, 0.4), gain_db=rng.uniform(-12.0, -1.0),
                 snr_db=rng.uniform(10.0, 40.0) if rng.random() < noise_prob else None, noise_seed=rng.getrandbits(32),
                 path=os.path.join(out_dir, "wav", f"{utt}.wav"), sample_rate=sample_rate, telephone=telephone,
-                pronunciations=tuple(vocab[w] for w in words))))
+                pronunciations=tuple(vocab[w] for w in words),
+                phonemes=(synth.foreign_phonemes(voice.name.split("+")[0], [vocab[w] for w in words])
+                          if voice.synth == "espeak_foreign" else None))))
             index += 1
     return jobs
 
@@ -190,11 +202,12 @@ def _render(job: _Job):
     """Synthesises, pads, resamples, augments and writes one utterance; returns its aligned phone segments."""
     global _ESPEAK
     text = " ".join(job.words)
-    if job.voice.synth == "espeak":
+    if job.voice.synth in ("espeak", "espeak_foreign"):
         if _ESPEAK is None:
             _ESPEAK = synth.Espeak()
-        s = _ESPEAK.synthesize_isolated(text, voice=job.voice.name, rate=int(job.rate), pitch=int(job.pitch),
-                               pitch_range=job.pitch_range)
+        s = _ESPEAK.synthesize_isolated(job.phonemes or text, voice=job.voice.name, rate=int(job.rate),
+                                        pitch=int(job.pitch), pitch_range=job.pitch_range,
+                                        phonemes=job.phonemes is not None)
     elif job.voice.synth == "festival":
         s = synth.festival_synthesize(text, voice=job.voice.name, duration_stretch=job.rate, f0_start=job.pitch,
                                       f0_end=job.pitch - job.pitch_range)
@@ -253,8 +266,9 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
       split_fractions: (dev, test) shares of the utterances (default 10% each); the rest is train.
       max_words: longest utterance in words (default 7 for digits, 3 for commands).
       num_workers: processes (default: os.cpu_count()).
-      synthesizers: which synthesisers speak (default "espeak", "flite"); "festival" adds training voices only, so
-        it changes the training set but not the dev and test voices.
+      synthesizers: which synthesisers speak (default "espeak", "flite"); "festival" and "espeak_foreign"
+        (foreign-accented English, one voice per language of `synth.FOREIGN_LANGUAGES`) add training voices only,
+        so they change the training set but not the dev and test voices.
 
     Returns:
       The summary also written to corpus.json (counts, voices per split, seconds taken).
@@ -272,13 +286,18 @@ def make_corpus(out_dir: str, *, num_utterances: int, task: str = "digits", samp
         raise ValueError("num_utterances must be at least 3 (one per split)")
     unknown = set(synthesizers) - set(synth.SYNTHESIZERS)
     if unknown or not {"espeak", "flite"} <= set(synthesizers):
-        raise ValueError(f"synthesizers must include espeak and flite, optionally festival; got {list(synthesizers)}")
+        raise ValueError(f"synthesizers must include espeak and flite, optionally festival and espeak_foreign; got "
+                         f"{list(synthesizers)}")
     synth.check_tools(synthesizers)
     telephone = sample_rate == 8000 if telephone is None else telephone
     max_words = max_words or (7 if task == "digits" else 3)
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
     voices = split_voices(seed, synthesizers=synthesizers)
+    if "espeak_foreign" in synthesizers:  # each language's phoneme probes, concurrently (espeak-ng subprocesses)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda language: synth.foreign_phonemes(language, lx.TASKS[task].values()),
+                          synth.FOREIGN_LANGUAGES))
     jobs = _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_prob, voices, split_fractions,
                  max_words)
     start = time.time()

@@ -1,6 +1,11 @@
 """Speech synthesisers with phone timings: espeak-ng (libespeak-ng through ctypes), flite (subprocess, -psdur) and
 festival (subprocess, a Scheme script that saves the segment relation).
 
+espeak-ng also speaks the English words with the voices of other languages (`FOREIGN_LANGUAGES`): the words'
+lexicon pronunciations are given as phonemes, each English phoneme the language lacks replaced by its nearest
+substitute that the language has (`foreign_phonemes`; Greek says /i/ for /ɪ/ and /a/ for /ʌ/), and the language's
+own rendering of the phonemes and its rules for them in context make the accent.
+
 espeak-ng: ``espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, ..., espeakINITIALIZE_PHONEME_EVENTS)`` makes the synth
 callback receive one PHONEME event per phoneme with the output sample where it starts, plus WORD events. flite:
 ``-psdur`` prints ``phone:end_time`` for every segment. festival: ``utt.save.segs`` writes each segment's end time
@@ -12,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import os
 import pickle
 import shutil
@@ -21,7 +27,7 @@ import wave
 
 import numpy as np
 
-from crnn_tf.corpus.lexicon import Segment, espeak_to_arpabet, flite_to_arpabet
+from crnn_tf.corpus.lexicon import VOWELS, Segment, espeak_to_arpabet, espeak_word_phonemes, flite_to_arpabet
 
 ESPEAK_LIBRARY = "libespeak-ng.so.1"
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
@@ -29,8 +35,19 @@ FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 # recorded diphones; slt is an HMM voice trained on a real speaker's recordings.
 FESTIVAL_VOICES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
                    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
-SYNTHESIZERS = ("espeak", "flite", "festival")
+SYNTHESIZERS = ("espeak", "flite", "festival", "espeak_foreign")
 DEFAULT_SYNTHESIZERS = ("espeak", "flite")
+# espeak-ng languages whose voices speak the English words with their own phonemes (foreign-accented English); each
+# has a substitute for every English phoneme of both tasks' lexicons.
+FOREIGN_LANGUAGES = ("cs", "de", "el", "es", "fi", "fr", "hi", "hu", "nl", "pl", "pt", "ro", "sv", "tr")
+# English espeak-ng mnemonic -> what a language without it says instead, nearest first.
+PHONEME_SUBSTITUTES = {
+    "I": ("i",), "V": ("a", "@"), "@": ("e", "a"), "oU": ("o", "o:", "u"), "u:": ("u",), "T": ("t", "s"),
+    "D": ("d", "z"), "i:": ("i",), "O:": ("o:", "O", "o"), "aI": ("ai", "a"), "E": ("e",), "eI": ("ei", "e"),
+    "r": ("R",), "z": ("s",), "w": ("v", "u"), "v": ("w", "f"), "aU": ("au", "a"), "A:": ("a:", "a"),
+    "a": ("E", "e"), "3:": ("@", "e"), "j": ("i",), "h": ("x",), "N": ("n",), "S": ("s",), "Z": ("z", "S"),
+    "tS": ("S", "s"), "dZ": ("Z", "z"), "U": ("u",), "OI": ("oi", "o"),
+}
 
 
 class MissingToolError(RuntimeError):
@@ -41,14 +58,17 @@ def check_tools(synthesizers=SYNTHESIZERS) -> None:
     """Raises MissingToolError naming the Debian package to install when a synthesiser or voice is missing.
 
     Args:
-      synthesizers: which of "espeak", "flite", "festival" are needed (default all).
+      synthesizers: which of "espeak", "flite", "festival", "espeak_foreign" are needed (default all).
 
     Example:
       >>> check_tools(["flite"])  # silent when /usr/bin/flite exists
     """
     if "flite" in synthesizers and shutil.which("flite") is None:
         raise MissingToolError("flite was not found on PATH; install the Debian package: apt-get install flite")
-    if "espeak" in synthesizers:
+    if "espeak_foreign" in synthesizers and shutil.which("espeak-ng") is None:  # it reads phoneme inventories
+        raise MissingToolError("espeak-ng was not found on PATH; install the Debian package: apt-get install "
+                               "espeak-ng")
+    if "espeak" in synthesizers or "espeak_foreign" in synthesizers:
         try:
             ctypes.CDLL(os.environ.get("CRNN_ESPEAK_LIBRARY", ESPEAK_LIBRARY))
         except OSError as e:
@@ -65,6 +85,47 @@ def check_tools(synthesizers=SYNTHESIZERS) -> None:
         if missing:
             raise MissingToolError(f"festival lacks the voices {missing}; install the Debian packages: apt-get "
                                    f"install {' '.join(FESTIVAL_VOICES[v] for v in missing)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _espeak_has(language: str, mnemonic: str, vowel: bool) -> bool:
+    """Whether espeak-ng's `language` has the phoneme `mnemonic`: it reads it back unchanged (stress marks aside)
+    between two m (a vowel) or before an a (a consonant), where no final devoicing or lenition changes it; an
+    unknown one is dropped or parsed as others."""
+    frame = "m{}m" if vowel else "{}a"
+    proc = subprocess.run(["espeak-ng", "-q", "-x", "-v", language, f"[[{frame.format(mnemonic)}]]"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ValueError(f"espeak-ng has no language {language!r}: {proc.stderr.strip()}")
+    return proc.stdout.replace("'", "").replace(",", "").strip() == frame.format(mnemonic)
+
+
+@functools.lru_cache(maxsize=None)
+def _foreign_word(language: str, pronunciation: str) -> str:
+    word = []
+    for phone, mnemonic in zip(pronunciation.split(), espeak_word_phonemes(pronunciation)):
+        stress, english = ("'", mnemonic[1:]) if mnemonic.startswith("'") else ("", mnemonic)
+        candidates = (english,) + PHONEME_SUBSTITUTES.get(english, ())
+        said = next((c for c in candidates if _espeak_has(language, c, phone in VOWELS)), None)
+        if said is None:
+            raise ValueError(f"espeak-ng {language} has none of {list(candidates)} for the English phoneme "
+                             f"{english!r} of {pronunciation!r}")
+        word.append(stress + said)
+    return "".join(word)  # the language's own rules may still change them in context (German r after a vowel)
+
+
+def foreign_phonemes(language: str, pronunciations) -> str:
+    """The words (ARPAbet lexicon pronunciations) as espeak-ng phoneme input for a `language` voice: every English
+    phoneme it lacks replaced by its first substitute in `PHONEME_SUBSTITUTES` that it has.
+
+    Example:
+      >>> foreign_phonemes("el", ["S IH K S", "W AH N"])  # Greek has no /ɪ/ nor /ʌ/
+      "s'iks w'an"
+
+    Raises:
+      ValueError: the language lacks a phoneme and all its substitutes.
+    """
+    return " ".join(_foreign_word(language, pron) for pron in pronunciations)
 
 
 @dataclasses.dataclass
@@ -90,6 +151,7 @@ class _Event(ctypes.Structure):
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 _EVENT_WORD, _EVENT_PHONEME = 1, 7
 _AUDIO_OUTPUT_SYNCHRONOUS, _INITIALIZE_PHONEME_EVENTS = 2, 1
+_PHONEMES = 0x100  # espeak_Synth flag espeakPHONEMES: [[...]] is phoneme input
 _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4
 
 
@@ -153,22 +215,24 @@ class Espeak:
             raise result
         return result
 
-    def synthesize(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int) -> Synthesis:
+    def synthesize(self, text: str, *, voice: str, rate: int, pitch: int, pitch_range: int,
+                   phonemes: bool = False) -> Synthesis:
         """Speaks `text` (upper-case words are fine) with an espeak voice such as ``en-us+klatt3``.
 
         Args:
-          text: words separated by spaces.
+          text: words separated by spaces, or with `phonemes` espeak-ng mnemonics (see `foreign_phonemes`).
           voice: espeak-ng voice name, ``language+variant``.
           rate: words per minute (espeak default 175).
           pitch, pitch_range: 0..100 (espeak defaults 50).
+          phonemes: `text` is phoneme input (case matters), not words. Default False.
         """
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r} (see espeak-ng --voices)")
         for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, 100)):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._events = [], []
-        data = text.lower().encode()
-        self._lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)
+        data = f"[[{text}]]".encode() if phonemes else text.lower().encode()
+        self._lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, _PHONEMES if phonemes else 0, None, None)
         audio = (np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)).astype(np.float32) / 32768
         return Synthesis(audio, self.sample_rate, self._segments(len(audio)))
 

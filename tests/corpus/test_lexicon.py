@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from crnn_tf.corpus.lexicon import DIGITS, SIL, Segment, align_to_lexicon, espeak_to_arpabet, flite_to_arpabet
+from crnn_tf.corpus.lexicon import (DIGITS, SIL, TASKS, Segment, align_to_lexicon, espeak_to_arpabet,
+                                    espeak_word_phonemes, flite_to_arpabet)
 from crnn_tf.corpus.make import resample, split_voices
 from crnn_tf.data.phone_times import frame_phones
 
@@ -13,6 +14,16 @@ def test_espeak_and_flite_mapping():
     assert espeak_to_arpabet("_:") == SIL
     assert espeak_to_arpabet("qq") is None
     assert flite_to_arpabet("ax") == "AH" and flite_to_arpabet("pau") == SIL and flite_to_arpabet("th") == "TH"
+
+
+def test_espeak_word_phonemes_stress_the_first_vowel():
+    assert espeak_word_phonemes("W AH N") == ["w", "'V", "n"]
+    assert espeak_word_phonemes("S EH V AH N") == ["s", "'E", "v", "@", "n"]
+    assert espeak_word_phonemes("EY T") == ["'eI", "t"]
+    for vocabulary in TASKS.values():  # every phone of both tasks has a mnemonic that maps back to it
+        for pron in vocabulary.values():
+            back = [espeak_to_arpabet(m.lstrip("'")) for m in espeak_word_phonemes(pron)]
+            assert back == pron.split(), pron
 
 
 def _segs(*phones):

@@ -8,8 +8,8 @@ import pytest
 import numpy as np
 
 from crnn_tf.corpus import MissingToolError, check_tools, make_corpus, read_phone_times, split_voices
-from crnn_tf.corpus.synth import FESTIVAL_VOICES, festival_synthesize
-from crnn_tf.corpus.lexicon import SIL
+from crnn_tf.corpus.synth import FESTIVAL_VOICES, FOREIGN_LANGUAGES, Espeak, festival_synthesize, foreign_phonemes
+from crnn_tf.corpus.lexicon import SIL, TASKS
 from crnn_tf.data.kaldi_io import read_text_table as read_table
 from crnn_tf.hmm.lang import read_lexicon
 
@@ -75,6 +75,8 @@ def test_missing_tools_name_the_debian_package(monkeypatch, tmp_path):
         check_tools(["flite"])
     with pytest.raises(MissingToolError, match="apt-get install flite"):
         make_corpus(str(tmp_path / "c"), num_utterances=3)
+    with pytest.raises(MissingToolError, match="espeak-ng was not found on PATH.*apt-get install espeak-ng"):
+        check_tools(["espeak_foreign"])  # its phoneme inventories come from the espeak-ng program
     monkeypatch.setenv("CRNN_ESPEAK_LIBRARY", "libespeak-ng-missing.so.9")
     with pytest.raises(MissingToolError, match="apt-get install espeak-ng"):
         check_tools(["espeak"])
@@ -91,11 +93,61 @@ def test_missing_festival_voice_names_its_package(monkeypatch, tmp_path):
         check_tools(["festival"])
 
 
+def test_foreign_accented_voices_join_the_training_split(tmp_path):
+    make_corpus(str(tmp_path), num_utterances=40, seed=3, num_workers=2,
+                synthesizers=("espeak", "flite", "espeak_foreign"))
+    spk = _check_layout_and_timings(tmp_path)  # their timings name exactly the lexicon's phones
+    foreign = {s for s in spk["train"] if s.startswith("espeak_foreign_")}
+    assert foreign and not any(s.startswith("espeak_foreign") for s in spk["dev"] | spk["test"])
+    assert {s.split("_")[2] for s in foreign} <= set(FOREIGN_LANGUAGES)
+
+
+def test_foreign_phonemes_substitute_what_the_language_lacks():
+    # Greek has no /ɪ/ nor /ʌ/: the nearest vowels it has stand in; what it has stays English.
+    assert foreign_phonemes("el", ["S IH K S", "W AH N", "T UW"]) == "s'iks w'an t'u:"
+    # English itself has every phoneme: its own mnemonics come back (AH stressed is V, unstressed @).
+    assert foreign_phonemes("en-us", ["S EH V AH N", "T UW"]) == "s'Ev@n t'u:"
+    for language in FOREIGN_LANGUAGES:  # every listed language can say both tasks' words
+        for vocabulary in TASKS.values():
+            assert len(foreign_phonemes(language, vocabulary.values()).split()) == len(vocabulary)
+    with pytest.raises(ValueError, match=r"espeak-ng it has none of \['u:', 'u'\] for the English phoneme 'u:'"):
+        foreign_phonemes("it", ["T UW"])
+    with pytest.raises(ValueError, match="espeak-ng has no language 'xx-nosuch'"):
+        foreign_phonemes("xx-nosuch", ["T UW"])
+
+
+def test_every_foreign_voice_speaks():
+    espeak = Espeak()
+    voices = [v for v in split_voices(0, synthesizers=("espeak", "flite", "espeak_foreign"))["train"]
+              if v.synth == "espeak_foreign"]
+    for voice in voices:  # libespeak-ng knows a voice by its file's name (fr), not every language code (fr-fr)
+        said = espeak.synthesize_isolated(foreign_phonemes(voice.name.split("+")[0], ["T UW"]), voice=voice.name,
+                                          rate=170, pitch=50, pitch_range=50, phonemes=True)
+        assert len(said.audio) > 0.1 * said.sample_rate, voice
+
+
+def test_espeak_speaks_phoneme_input_as_phonemes():
+    espeak = Espeak()
+    def phones(**kwargs):
+        said = espeak.synthesize_isolated("s'Ev@n", voice="en-us+klatt", rate=170, pitch=50, pitch_range=50,
+                                          **kwargs)
+        return [s.phone for s in said.segments if s.phone != SIL]
+
+    assert phones(phonemes=True) == ["S", "EH", "V", "AH", "N"]
+    # Without the phoneme flag the same characters are text: espeak reads the @ as the word "at".
+    assert "AE" in phones()
+
+
 def test_synthesizers_choose_the_training_voices(tmp_path):
     without = split_voices(0)
     with_festival = split_voices(0, synthesizers=("espeak", "flite", "festival"))
     assert {v.name for v in with_festival["train"]} - {v.name for v in without["train"]} == set(FESTIVAL_VOICES)
     assert with_festival["dev"] == without["dev"] and with_festival["test"] == without["test"]
+    with_foreign = split_voices(0, synthesizers=("espeak", "flite", "espeak_foreign"))
+    added = set(with_foreign["train"]) - set(without["train"])
+    assert sorted(v.name.split("+")[0] for v in added) == sorted(FOREIGN_LANGUAGES)
+    assert {v.synth for v in added} == {"espeak_foreign"}
+    assert with_foreign["dev"] == without["dev"] and with_foreign["test"] == without["test"]
     with pytest.raises(ValueError, match="must include espeak and flite"):
         make_corpus(str(tmp_path / "c"), num_utterances=3, synthesizers=("festival",))
 
