@@ -61,6 +61,11 @@ class Voice:
     def speaker(self) -> str:
         return f"{self.synth}_{self.name.replace('+', '_')}"
 
+    @property
+    def language(self) -> str:
+        """The espeak-ng language of an espeak voice (``el`` of ``el+klatt``)."""
+        return self.name.split("+")[0]
+
 
 def split_voices(seed: int, num_test: int = 6, num_dev: int = 4,
                  synthesizers=synth.DEFAULT_SYNTHESIZERS) -> dict[str, list[Voice]]:
@@ -139,7 +144,7 @@ def _plan(out_dir, num_utterances, task, sample_rate, seed, telephone, noise_pro
                 snr_db=rng.uniform(10.0, 40.0) if rng.random() < noise_prob else None, noise_seed=rng.getrandbits(32),
                 path=os.path.join(out_dir, "wav", f"{utt}.wav"), sample_rate=sample_rate, telephone=telephone,
                 pronunciations=tuple(vocab[w] for w in words),
-                phonemes=(synth.foreign_phonemes(voice.name.split("+")[0], [vocab[w] for w in words])
+                phonemes=(synth.foreign_phonemes(voice.language, [vocab[w] for w in words])
                           if voice.synth == "espeak_foreign" else None))))
             index += 1
     return jobs

@@ -100,7 +100,6 @@ def _espeak_has(language: str, mnemonic: str, vowel: bool) -> bool:
     return proc.stdout.replace("'", "").replace(",", "").strip() == frame.format(mnemonic)
 
 
-@functools.lru_cache(maxsize=None)
 def _foreign_word(language: str, pronunciation: str) -> str:
     word = []
     for phone, mnemonic in zip(pronunciation.split(), espeak_word_phonemes(pronunciation)):
