@@ -333,7 +333,8 @@ def _error_rates(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
     hypotheses go to `hyp_dir/<set>/hyp.txt` (Kaldi `text` layout, one line per utterance).
 
     Returns:
-      `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty, …}}`.
+      `{"dev_<name>" | test: {wer, errors, words, interval, cer, acoustic_scale, word_insertion_penalty,
+      confusions (the ten most frequent errors: [reference word, hypothesis word, count]), …}}`.
     """
     from crnn_tf.hmm.error_rate import error_rate
 
@@ -346,7 +347,8 @@ def _error_rates(data: dict, decode, hyp_dir: pathlib.Path) -> dict:
         low, high = wer.interval()
         return {"wer": wer.rate, "errors": wer.errors, "words": wer.ref_len, "interval": [low, high],
                 "cer": cer.rate, "cer_errors": cer.errors, "utterances": len(refs), "acoustic_scale": scale,
-                "word_insertion_penalty": penalty, "summary": wer.summary()}
+                "word_insertion_penalty": penalty, "summary": wer.summary(),
+                "confusions": [list(c) for c in wer.confusions(top=10)]}
 
     out, chosen = {}, {}
     scales = [float(x) for x in FLAGS.acoustic_scales]

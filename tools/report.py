@@ -7,6 +7,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display: write PNG files
 import matplotlib.pyplot as plt  # noqa: E402
 
+from crnn_tf.hmm.error_rate import EPS  # noqa: E402
+
+
 def _wer_cell(result):
     low, high = result["interval"]
     return (f"{result['wer']:.2f} [{result['errors']}/{result['words']}] ({low:.1f}–{high:.1f}) "
@@ -24,6 +27,29 @@ def markdown_table(rows, sets):
         cells = [row["net"], f"`{row['spec']}`", params, accuracy]
         lines.append("| " + " | ".join(cells + [_wer_cell(row["results"][name]) for name in sets]) + " |")
     return "\n".join(lines)
+
+
+def _confusion(ref, hyp, count):
+    if ref == EPS:
+        return f"+{hyp} ×{count}"
+    if hyp == EPS:
+        return f"−{ref} ×{count}"
+    return f"{ref} → {hyp} ×{count}"
+
+
+def confusion_lines(rows, sets, top=5):
+    """The `top` most frequent errors of every row on every test set (not the dev sets the decoders were tuned
+    on): substitutions as REF → HYP, insertions +HYP, deletions −REF, each with its count. Rows decoded before
+    the counts were recorded have none and are left out."""
+    lines = []
+    for row in rows:
+        for name in sets:
+            result = row["results"][name]
+            if name.startswith("dev_") or "confusions" not in result or not result["errors"]:
+                continue
+            pairs = ", ".join(_confusion(*c) for c in result["confusions"][:top])
+            lines.append(f"- {row['net']}, {name} ({result['errors']} errors): {pairs}")
+    return lines
 
 
 def read_metrics(path):
@@ -75,8 +101,10 @@ def write_report(report_dir, rows, curves, sets, notes=""):
     os.makedirs(report_dir, exist_ok=True)
     table = markdown_table(rows, sets)
     with open(os.path.join(report_dir, "results.md"), "w") as f:
+        confusions = confusion_lines(rows, sets)
+        errors = ("## Most frequent errors on the test sets\n\n" + "\n".join(confusions) + "\n\n") if confusions else ""
         f.write("# crnn_tf recipe results\n\n" + table + "\n\n![learning curves](learning_curves.png)\n\n"
-                "![error rates](error_rates.png)\n\n" + notes)
+                "![error rates](error_rates.png)\n\n" + errors + notes)
     with open(os.path.join(report_dir, "results.json"), "w") as f:
         json.dump({"sets": list(sets), "rows": rows}, f, indent=1)
     plot_learning_curves(curves, os.path.join(report_dir, "learning_curves.png"))

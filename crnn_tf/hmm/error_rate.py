@@ -8,6 +8,7 @@ Example:
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import kaldialign
@@ -101,13 +102,35 @@ class ErrorRate:
         return "\n".join([self.summary(), self.sentence_summary(),
                           f"Scored {len(self.per_utt)} sentences, {len(self.missing)} not present in hyp."])
 
-    def report(self) -> str:
-        """Summary, sentence error rate, OOV count and per-utterance alignments (errors marked)."""
+    def confusions(self, top: int | None = None) -> list[tuple[str, str, int]]:
+        """The most frequent errors as (reference token, hypothesis token, count), most frequent first (ties in
+        token order): substitutions, insertions (reference ``<eps>``) and deletions (hypothesis ``<eps>``), as
+        sclite's confusion pairs and Kaldi's ``wer_ops_details.pl`` list them.
+
+        Args:
+          top: how many to return (default: all).
+
+        Example:
+          >>> error_rate({"a": ["SIX"], "b": ["SIX"], "c": ["TWO"]},
+          ...            {"a": ["EIGHT"], "b": ["EIGHT"], "c": ["ZERO", "TWO"]}).confusions()
+          [('SIX', 'EIGHT', 2), ('<eps>', 'ZERO', 1)]
+        """
+        counts = collections.Counter(pair for u in self.per_utt for pair in u.alignment if pair[0] != pair[1])
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [(ref, hyp, count) for (ref, hyp), count in ranked[:top]]
+
+    def report(self, top_confusions: int = 20) -> str:
+        """Summary, sentence error rate, OOV count, the `top_confusions` most frequent errors (count, reference,
+        hypothesis; default 20) and per-utterance alignments (errors marked)."""
         lines = [self.summary(), self.sentence_summary()]
         if self.oov_count:
             lines.append(f"OOV words in the references: {self.oov_count}")
         if self.missing:
             lines.append(f"utterances with no hypothesis (scored as all deletions): {len(self.missing)}")
+        confusions = self.confusions(top_confusions)
+        if confusions:
+            lines.append("most frequent errors (count ref -> hyp):")
+            lines.extend(f"{count:6d} {ref} -> {hyp}" for ref, hyp, count in confusions)
         for u in self.per_utt:
             ref = " ".join(r if r == h else r.upper() if r != EPS else "***" for r, h in u.alignment)
             hyp = " ".join(h if r == h else h.upper() if h != EPS else "***" for r, h in u.alignment)

@@ -10,6 +10,8 @@ def test_wer_summary_matches_compute_wer_format():
     assert s.summary() == "%WER 75.00 [ 3 / 4, 1 ins, 1 del, 1 sub ]"
     assert s.sentence_errors == 2
     assert "a ref ONE TWO THREE ***" in s.report()
+    assert "most frequent errors (count ref -> hyp):\n     1 <eps> -> FIVE\n     1 FOUR -> <eps>\n     1 TWO -> TOO\n" \
+        in s.report()
 
 
 def test_cer_missing_hypotheses_and_oov_count():
@@ -30,3 +32,13 @@ def test_bootstrap_interval_brackets_the_rate():
     assert error_rate(refs, refs).interval() == (0.0, 0.0)
     narrow = result.interval(level=0.5)
     assert low < narrow[0] < 10 < narrow[1] < high
+
+
+def test_confusions_count_substitutions_insertions_and_deletions():
+    refs = {"a": ["SIX"], "b": ["SIX"], "c": ["ZERO"], "d": ["ONE", "TWO"], "e": ["NINE"], "f": ["THREE"]}
+    hyps = {"a": ["EIGHT"], "b": ["EIGHT"], "c": ["ZERO", "TWO"], "d": ["ONE"], "e": ["FIVE"], "f": ["THREE"]}
+    result = error_rate(refs, hyps)
+    assert result.confusions() == [("SIX", "EIGHT", 2), ("<eps>", "TWO", 1), ("NINE", "FIVE", 1), ("TWO", "<eps>", 1)]
+    assert sum(count for _, _, count in result.confusions()) == result.errors
+    assert result.confusions(top=1) == [("SIX", "EIGHT", 2)]
+    assert error_rate(refs, refs).confusions() == []
