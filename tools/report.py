@@ -104,7 +104,7 @@ def write_report(report_dir, rows, curves, sets, notes=""):
         confusions = confusion_lines(rows, sets)
         errors = ("## Most frequent errors on the test sets\n\n" + "\n".join(confusions) + "\n\n") if confusions else ""
         f.write("# crnn_tf recipe results\n\n" + table + "\n\n![learning curves](learning_curves.png)\n\n"
-                "![error rates](error_rates.png)\n\n" + errors + notes)
+                "![error rates](error_rates.png)\n\n" + notes + ("\n" + errors if errors else ""))
     with open(os.path.join(report_dir, "results.json"), "w") as f:
         json.dump({"sets": list(sets), "rows": rows}, f, indent=1)
     plot_learning_curves(curves, os.path.join(report_dir, "learning_curves.png"))
