@@ -100,11 +100,11 @@ def write_report(report_dir, rows, curves, sets, notes=""):
     """Writes results.md, results.json, learning_curves.png and error_rates.png; returns the markdown table."""
     os.makedirs(report_dir, exist_ok=True)
     table = markdown_table(rows, sets)
+    confusions = confusion_lines(rows, sets)
+    errors = ("\n## Most frequent errors on the test sets\n\n" + "\n".join(confusions) + "\n") if confusions else ""
     with open(os.path.join(report_dir, "results.md"), "w") as f:
-        confusions = confusion_lines(rows, sets)
-        errors = ("## Most frequent errors on the test sets\n\n" + "\n".join(confusions) + "\n\n") if confusions else ""
         f.write("# crnn_tf recipe results\n\n" + table + "\n\n![learning curves](learning_curves.png)\n\n"
-                "![error rates](error_rates.png)\n\n" + notes + ("\n" + errors if errors else ""))
+                "![error rates](error_rates.png)\n\n" + notes + errors)
     with open(os.path.join(report_dir, "results.json"), "w") as f:
         json.dump({"sets": list(sets), "rows": rows}, f, indent=1)
     plot_learning_curves(curves, os.path.join(report_dir, "learning_curves.png"))
