@@ -5,6 +5,8 @@ Examples:
     crnn-align --data=data/digits/train --dict=data/digits/dict --exp=exp/digits
     crnn-align --data=data/digits/train --exp=exp/digits --stage=tri1 --num_leaves=300 --tot_gauss=2000
     crnn-align --kaldi_ali=exp/tri3_ali --kaldi_model=exp/tri3_ali/final.mdl --exp=exp/kaldi   # Kaldi's own
+    crnn-align --loglikes=ark:exp/clstm/decode_train/loglik.ark --model=exp/digits/mono/final.mdl \
+        --data=data/digits/train --exp=exp/clstm_ali                 # realign with a network (steps/nnet/align.sh)
 
 Utterances that cannot be aligned (no transcript in `text`, unreadable audio) are left out, each named on stderr
 with its reason, and counted in a summary line; a run that keeps none fails (exit 1).
@@ -31,6 +33,12 @@ def define_flags():
     flags.DEFINE_string("kaldi_ali", None, "Instead of training: Kaldi transition-id alignments to map to pdf ids "
                         "(an ark, ali.N.gz, a glob, or the alignment dir, e.g. exp/tri3_ali).")
     flags.DEFINE_string("kaldi_model", None, "The final.mdl (binary or text) of --kaldi_ali.")
+    flags.DEFINE_string("loglikes", None, "Instead of training: a network's log-likelihoods of --data (ark/scp of "
+                        "[T, num_pdfs], e.g. crnn-decode's loglik.ark) to align --data's transcripts with, over "
+                        "--model's transition model and tree (Kaldi's steps/nnet/align.sh); writes <exp>/ali.ark, "
+                        "<exp>/pdf_ali.ark, <exp>/prior_counts.")
+    flags.DEFINE_string("model", None, "With --loglikes: the final.mdl whose pdfs the scores index.")
+    flags.DEFINE_string("lang", None, "With --loglikes: the model's lang dir (default: <model dir>/../lang).")
     flags.DEFINE_bool("allow_wav_pipes", False, "Run wav.scp entries that are commands ('cmd |', through /bin/sh).")
     flags.DEFINE_enum("stage", "mono", ["mono", "tri1"], "mono: lang, G, monophone system (<exp>/mono) and its graph "
                       "(<exp>/graph); tri1: a decision tree and triphone system from the monophone alignment "
@@ -53,6 +61,9 @@ def main(argv):
         return
     if not FLAGS.data:
         raise app.UsageError("--data is required (or --kaldi_ali)")
+    if FLAGS.loglikes:
+        _align_with_loglikes()
+        return
     if FLAGS.stage == "tri1":
         _train_tri1(os.path.join(FLAGS.exp, "lang"))
         return
@@ -71,6 +82,32 @@ def main(argv):
         print(f"crnn-align: {len(out['skipped_utts'])} utterance(s) skipped (listed above)", file=sys.stderr)
     print(json.dumps({k: out[k] for k in ("model", "pdf_ali", "prior_counts", "graph", "num_pdfs", "loglik_per_frame",
                                           "phone_agreement", "seconds", "failed_utts", "skipped_utts")}))
+
+
+def _align_with_loglikes():
+    """--loglikes: forced alignment of --data's transcripts with a network's scores instead of a GMM's."""
+    import os
+
+    from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_table
+    from crnn_tf.hmm.align import align_with_log_likelihoods
+
+    if not FLAGS.model:
+        raise app.UsageError("--loglikes needs --model (the final.mdl whose pdfs the scores index)")
+    lang_dir = FLAGS.lang or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(FLAGS.model))), "lang")
+    try:
+        texts = read_text_table(os.path.join(FLAGS.data, "text"))
+        out = align_with_log_likelihoods(lang_dir, FLAGS.model, texts, dict(read_matrices(FLAGS.loglikes)),
+                                         FLAGS.exp)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"crnn-align: {error}", file=sys.stderr)
+        sys.exit(1)
+    for utt in out["failed_utts"]:
+        print(f"not aligned {utt}: no path through its training graph within the retry beam", file=sys.stderr)
+    unscored = sorted(set(texts) - set(read_int32_vectors(out["pdf_ali"])) - set(out["failed_utts"]))
+    if unscored:
+        print(f"crnn-align: {len(unscored)} utterance(s) of {FLAGS.data}/text have no scores in {FLAGS.loglikes} "
+              f"(first: {', '.join(unscored[:3])})", file=sys.stderr)
+    print(json.dumps(out))
 
 
 def _train_tri1(lang_dir):

@@ -202,7 +202,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
     t2p = hmm_model.tid2pdf(tm)
 
     texts, feats, skipped = alignable_features(data_dir, allow_pipes)
-    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
+    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, f"{data_dir}/text")
 
     ali: dict[str, np.ndarray] = {}
     all_frames = np.concatenate(list(feats.values()))
@@ -245,7 +245,7 @@ def train_mono(data_dir: str, lang_dir: str, out_dir: str, config: GmmTrainConfi
     gmm.update(stats)
     tm, gmm, ali, failed, loglik_per_frame = train_gmm_em(gmm, tm, graphs, feats, ali, cfg, out_dir)
 
-    res = write_system(out_dir, tm, tree, gmm, ali, t2p, lang_dir)
+    res = write_system(out_dir, tm, tree, gmm, ali, lang_dir)
     agreement = None
     if os.path.exists(ctm_path):
         agreement = phone_agreement(ali, tm, lang, ctm_path)
@@ -311,8 +311,11 @@ def train_gmm_em(gmm: DiagGmmSet, tm: khg.TransitionModel, graphs: dict, feats: 
     return tm, gmm, ali, failed, stats.loglik / max(stats.frames, 1)
 
 
-def compile_training_graphs(lang: Lang, lang_dir: str, tm, tree, texts: dict, data_dir: str) -> tuple[dict, int]:
-    """Per-utterance training graphs (word ids through L, as compile-train-graphs); returns (graphs, oov_count)."""
+def compile_training_graphs(lang: Lang, lang_dir: str, tm, tree, texts: dict, text_source: str) -> tuple[dict, int]:
+    """Per-utterance training graphs (word ids through L, as compile-train-graphs); returns (graphs, oov_count).
+
+    `text_source` names where the transcripts came from, in the warning about words outside the lexicon.
+    """
     L = read_fst(os.path.join(lang_dir, "L.fst"))
     kaldifst.arcsort(L, sort_type="olabel")
     # No transition probabilities baked in at compile time: the aligner adds the current model's (add_transition_probs),
@@ -328,7 +331,7 @@ def compile_training_graphs(lang: Lang, lang_dir: str, tm, tree, texts: dict, da
         oov_count += oovs
         graphs[utt] = compiler.compile_graph_from_text(ids)
     if oov_count:
-        log.warning("%d words of %s/text are not in the lexicon; mapped to %s", oov_count, data_dir, lang.oov)
+        log.warning("%d words of %s are not in the lexicon; mapped to %s", oov_count, text_source, lang.oov)
     return graphs, oov_count
 
 
@@ -346,6 +349,37 @@ def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
     return hmm_model.build_transition_model_from_parts(parts), DiagGmmSet.from_kaldi_parts(gmms)
 
 
+def _model_and_tree(lang_dir: str, model_path: str):
+    """(TransitionModel, DiagGmmSet, tree) of final.mdl; the `tree` beside it, else the lang's monophone tree."""
+    tm, gmm = read_gmm_model(model_path)
+    tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
+    if os.path.exists(tree_path):
+        return tm, gmm, hmm_model.read_tree(tree_path)
+    topo = khg.HmmTopology()
+    with open(os.path.join(lang_dir, "topo")) as f:
+        topo.read(f.read())
+    return tm, gmm, hmm_model.monophone_tree(topo)
+
+
+def _write_alignment(out_dir: str, ali: dict, tm) -> dict:
+    """ali.ark, pdf_ali.ark and prior_counts of a transition-id alignment; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    ali_path = os.path.join(out_dir, "ali.ark")
+    write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
+    t2p = hmm_model.tid2pdf(tm)
+    pdf_path, prior_path = _write_pdf_alignment(out_dir, {u: t2p[a] for u, a in ali.items()}, tm.num_pdfs)
+    return dict(ali=ali_path, pdf_ali=pdf_path, prior_counts=prior_path)
+
+
+def _write_pdf_alignment(out_dir: str, pdf_ali: dict, num_pdfs: int) -> tuple[str, str]:
+    """pdf_ali.ark and prior_counts (ali-to-pdf + analyze-counts); returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    pdf_path, prior_path = os.path.join(out_dir, "pdf_ali.ark"), os.path.join(out_dir, "prior_counts")
+    write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
+    write_prior_counts(prior_path, label_priors.count_pdfs(pdf_ali.values(), num_pdfs))
+    return pdf_path, prior_path
+
+
 def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str,
                      config: GmmTrainConfig | None = None, features: str = "audio",
                      allow_pipes: bool = False) -> dict:
@@ -358,14 +392,14 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
       lang_dir: the lang dir the model was trained with.
       model_path: final.mdl with its GMM, binary or text (from `train_mono` or Kaldi); a `tree` file beside it is used
         if present.
-      out_dir: where ali.ark (transition ids) and pdf_ali.ark (pdf ids) go.
+      out_dir: where ali.ark (transition ids), pdf_ali.ark (pdf ids) and prior_counts go.
       config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig()).
       features: "audio" (default: MFCC + deltas from wav.scp, `compute_mfcc`) or "feats_scp" (a Kaldi delta
         system's own: feats.scp, cmvn.scp, add-deltas, `kaldi_delta_features`).
       allow_pipes: run wav.scp's `cmd |` entries (through /bin/sh). Default False.
 
     Returns:
-      dict with ali, pdf_ali (paths), num_utterances, failed_utts, skipped_utts (`[{"utt", "reason"}]`: no
+      dict with ali, pdf_ali, prior_counts (paths), num_utterances, failed_utts, skipped_utts (`[{"utt", "reason"}]`: no
       transcript, unreadable audio), oov_count, seconds.
 
     Raises:
@@ -379,29 +413,92 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     cfg = config or GmmTrainConfig()
     start = time.time()
     lang = Lang(lang_dir)
-    tm, gmm = read_gmm_model(model_path)
-    tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
-    if os.path.exists(tree_path):
-        tree = hmm_model.read_tree(tree_path)
-    else:
-        topo = khg.HmmTopology()
-        with open(os.path.join(lang_dir, "topo")) as f:
-            topo.read(f.read())
-        tree = hmm_model.monophone_tree(topo)
+    tm, gmm, tree = _model_and_tree(lang_dir, model_path)
     t2p = hmm_model.tid2pdf(tm)
     texts, feats, skipped = alignable_features(data_dir, allow_pipes, features)
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
         raise ValueError(f"{model_path} models {gmm.dim}-dim features, {data_dir} gives "
                          f"{next(iter(feats.values())).shape[1]}")
-    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, data_dir)
+    graphs, oov_count = compile_training_graphs(lang, lang_dir, tm, tree, texts, f"{data_dir}/text")
     align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
     ali, failed, _ = _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, {}, realign=True, accumulate=False)
-    os.makedirs(out_dir, exist_ok=True)
-    ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
-    write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
-    write_int32_vectors(f"ark:{pdf_path}", sorted((u, t2p[a]) for u, a in ali.items()))
-    return dict(ali=ali_path, pdf_ali=pdf_path, num_utterances=len(ali), failed_utts=failed, skipped_utts=skipped,
+    return dict(**_write_alignment(out_dir, ali, tm), num_utterances=len(ali), failed_utts=failed,
+                skipped_utts=skipped, oov_count=oov_count, seconds=round(time.time() - start, 2))
+
+
+def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_likelihoods: dict, out_dir: str,
+                               config: GmmTrainConfig | None = None) -> dict:
+    """Forced alignment with a hybrid network's scores instead of the GMM's (Kaldi's steps/nnet/align.sh).
+
+    The network's log-likelihoods (log posteriors minus log priors, as the decoder takes them) replace the GMM's
+    in the same Viterbi aligner, over the training graphs of `model_path`'s transition model and tree, with the
+    same beams and scales. Retraining the network on its own alignment is Kaldi nnet1's realignment step.
+
+    Args:
+      lang_dir: the lang dir the model was trained with.
+      model_path: final.mdl whose transition model (and `tree` beside it) the network's outputs index: its pdf
+        count must be the score matrices' width. Its GMM is not used.
+      texts: `{utt: transcript}`; every scored utterance needs one.
+      log_likelihoods: `{utt: float [frames, num_pdfs]}`; the alignment has one label per row.
+      out_dir: where ali.ark (transition ids), pdf_ali.ark (pdf ids) and prior_counts go.
+      config: GmmTrainConfig for the aligner's beams and scales (default GmmTrainConfig(): acoustic scale 0.1,
+        self-loop scale 0.1, beam 10, retry beam 40, as align.sh).
+
+    Returns:
+      dict with ali, pdf_ali, prior_counts (paths), num_utterances, failed_utts (no path through the graph within the retry
+      beam: left out of the alignment and named), oov_count, seconds.
+
+    Raises:
+      ValueError: a score matrix whose width is not the model's pdf count, or that holds NaN or infinity (naming
+        the utterance); an utterance without a transcript; no scores at all.
+
+    Example:
+      >>> out = align_with_log_likelihoods("exp/lang", "exp/mono/final.mdl", texts, scores, "exp/net_ali")
+      >>> out["pdf_ali"]
+      'exp/net_ali/pdf_ali.ark'
+    """
+    cfg = config or GmmTrainConfig()
+    start = time.time()
+    if not log_likelihoods:
+        raise ValueError("align_with_log_likelihoods: no scored utterances")
+    tm, _, tree = _model_and_tree(lang_dir, model_path)
+    for utt, scores in log_likelihoods.items():
+        if utt not in texts:
+            raise ValueError(f"utterance {utt} has scores but no transcript")
+        if scores.ndim != 2 or scores.shape[1] != tm.num_pdfs:
+            raise ValueError(f"utterance {utt}: scores of shape {scores.shape}, but {model_path} has "
+                             f"{tm.num_pdfs} pdfs")
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(f"utterance {utt}: its scores hold NaN or infinity")
+    t2p = hmm_model.tid2pdf(tm)
+    graphs, oov_count = compile_training_graphs(Lang(lang_dir), lang_dir, tm, tree,
+                                                {u: texts[u] for u in log_likelihoods}, "the transcripts")
+    align_cfg = khg.AlignConfig(beam=cfg.beam, retry_beam=cfg.retry_beam, careful=False)
+    ali, failed = {}, []
+    for utt in sorted(log_likelihoods):
+        tids = _align_utterance(utt, graphs[utt], tm, t2p, np.asarray(log_likelihoods[utt], np.float32), align_cfg,
+                                cfg)
+        if tids is None:
+            failed.append(utt)
+        else:
+            ali[utt] = tids
+    if failed:
+        log.warning("alignment failed for %d utterances (e.g. %s)", len(failed), failed[0])
+    return dict(**_write_alignment(out_dir, ali, tm), num_utterances=len(ali), failed_utts=failed,
                 oov_count=oov_count, seconds=round(time.time() - start, 2))
+
+
+def _align_utterance(utt, graph, tm, t2p, pdf_loglik, align_cfg, cfg):
+    """Viterbi transition ids of one utterance given its per-pdf log-likelihoods; None when no path fits."""
+    fst = graph.copy()
+    khg.add_transition_probs(trans_model=tm, transition_scale=cfg.transition_scale,
+                             self_loop_scale=cfg.self_loop_scale, fst=fst)
+    decodable = khg.DecodableCtc(cfg.acoustic_scale * pdf_loglik[:, t2p[1:]])
+    out = khg.align_utterance_wrapper(config=align_cfg, utt=utt, acoustic_scale=cfg.acoustic_scale, fst=fst,
+                                      decodable=decodable, num_done=0, num_error=0, num_retried=0,
+                                      tot_like=0.0, frame_count=0)
+    tids = np.asarray(out[5], np.int32)
+    return tids if len(tids) == len(pdf_loglik) else None
 
 
 def _accumulate(gmm, feats, pdf_ali):
@@ -420,19 +517,11 @@ def _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, previous, realign, acc
     ali, failed = {}, []
     for utt in sorted(feats):
         if realign:
-            fst = graphs[utt].copy()
-            khg.add_transition_probs(trans_model=tm, transition_scale=cfg.transition_scale,
-                                     self_loop_scale=cfg.self_loop_scale, fst=fst)
-            loglik = gmm.loglik(feats[utt])
-            decodable = khg.DecodableCtc(cfg.acoustic_scale * loglik[:, t2p[1:]])
-            out = khg.align_utterance_wrapper(config=align_cfg, utt=utt, acoustic_scale=cfg.acoustic_scale, fst=fst,
-                                              decodable=decodable, num_done=0, num_error=0, num_retried=0,
-                                              tot_like=0.0, frame_count=0)
-            tids = np.asarray(out[5], np.int32)
-            if len(tids) == len(feats[utt]):
-                ali[utt] = tids
-            else:
+            tids = _align_utterance(utt, graphs[utt], tm, t2p, gmm.loglik(feats[utt]), align_cfg, cfg)
+            if tids is None:
                 failed.append(utt)
+            else:
+                ali[utt] = tids
         if utt not in ali and utt in previous:
             ali[utt] = previous[utt]
     if failed:
@@ -441,7 +530,7 @@ def _em_pass(gmm, tm, t2p, graphs, feats, align_cfg, cfg, previous, realign, acc
     return ali, failed, stats
 
 
-def write_system(out_dir, tm, tree, gmm, ali, t2p, lang_dir) -> dict:
+def write_system(out_dir, tm, tree, gmm, ali, lang_dir) -> dict:
     """Writes a trained system to out_dir: final.mdl, tree, phones.txt, ali.ark, pdf_ali.ark, prior_counts.
 
     Returns:
@@ -452,14 +541,7 @@ def write_system(out_dir, tm, tree, gmm, ali, t2p, lang_dir) -> dict:
     tree_path = os.path.join(out_dir, "tree")
     hmm_model.write_tree(tree, tree_path)
     shutil.copy(os.path.join(lang_dir, "phones.txt"), os.path.join(out_dir, "phones.txt"))
-    ali_path, pdf_path = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "pdf_ali.ark")
-    pdf_ali = {u: t2p[a] for u, a in ali.items()}
-    write_int32_vectors(f"ark:{ali_path}", sorted(ali.items()))
-    write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
-    counts = label_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs)
-    prior_path = os.path.join(out_dir, "prior_counts")
-    write_prior_counts(prior_path, counts)
-    return dict(model=model, ali=ali_path, pdf_ali=pdf_path, prior_counts=prior_path, tree=tree_path)
+    return dict(model=model, tree=tree_path, **_write_alignment(out_dir, ali, tm))
 
 
 def write_prior_counts(path: str, counts: np.ndarray) -> None:
@@ -493,12 +575,7 @@ def kaldi_alignment_to_pdfs(ali_path: str, model_path: str, out_dir: str) -> tup
         if a.size and (a.min() < 1 or a.max() >= len(t2p)):
             raise ValueError(f"{ali_path}: utterance {utt} has transition id {int(a.max())} outside "
                              f"[1, {len(t2p) - 1}] of {model_path}: alignment and model do not match")
-    pdf_ali = {u: t2p[a] for u, a in ali.items()}
-    os.makedirs(out_dir, exist_ok=True)
-    pdf_path, prior_path = os.path.join(out_dir, "pdf_ali.ark"), os.path.join(out_dir, "prior_counts")
-    write_int32_vectors(f"ark:{pdf_path}", sorted(pdf_ali.items()))
-    write_prior_counts(prior_path, label_priors.count_pdfs(pdf_ali.values(), tm.num_pdfs))
-    return pdf_path, prior_path
+    return _write_pdf_alignment(out_dir, {u: t2p[a] for u, a in ali.items()}, tm.num_pdfs)
 
 
 def phone_agreement(ali: dict[str, np.ndarray], tm, lang: Lang, ctm_path: str) -> float:

@@ -227,9 +227,10 @@ def train_triphone(data_dir: str, lang_dir: str, ali_dir: str, out_dir: str, tre
     gmm = init_gmm_from_tree(tree, stats)
     ali = convert_alignment(old_ali, old_tm, tm, tree)
     ali = {u: a for u, a in ali.items() if u in feats}
-    graphs, oov_count = hmm_align.compile_training_graphs(lang, lang_dir, tm, context_dependency, texts, data_dir)
+    graphs, oov_count = hmm_align.compile_training_graphs(lang, lang_dir, tm, context_dependency, texts,
+                                                            f"{data_dir}/text")
     tm, gmm, ali, failed, loglik_per_frame = hmm_align.train_gmm_em(gmm, tm, graphs, feats, ali, cfg, out_dir)
-    res = hmm_align.write_system(out_dir, tm, context_dependency, gmm, ali, hmm_model.tid2pdf(tm), lang_dir)
+    res = hmm_align.write_system(out_dir, tm, context_dependency, gmm, ali, lang_dir)
     ctm_path = os.path.join(data_dir, "phone_times.ctm")
     agreement = hmm_align.phone_agreement(ali, tm, lang, ctm_path) if os.path.exists(ctm_path) else None
     result = hmm_align.TrainResult(out_dir=out_dir, num_pdfs=tm.num_pdfs,

@@ -80,6 +80,8 @@ def test_align_with_model_reproduces_training_alignment_and_aligns_held_out_data
                              str(tmp_path / "dev"))
     dev_ali = read_int32_vectors(dev["ali"])
     assert dev["failed_utts"] == [] and len(dev_ali) == len(read_text_table(corpus / "dev" / "text"))
+    counts = A.read_prior_counts(dev["prior_counts"])
+    assert len(counts) == tiny_alignment.num_pdfs and counts.sum() == sum(len(a) for a in dev_ali.values())
     tm = hmm_model.read_transition_model(tiny_alignment.model)
     agreement = A.phone_agreement(dev_ali, tm, Lang(tiny_alignment.lang_dir), str(corpus / "dev" / "phone_times.ctm"))
     assert agreement >= 0.8, agreement
@@ -171,3 +173,60 @@ def test_alignment_skips_what_it_cannot_use_naming_each_and_fails_when_nothing_i
     (data / "text").write_text("nobody ONE\n")
     with pytest.raises(ValueError, match=r"none of its 13 utterances can be aligned \(first reasons: "):
         A.align_with_model(str(data), tiny_alignment.lang_dir, tiny_alignment.model, str(tmp_path / "ali3"))
+
+
+def _gmm_log_likelihoods(tiny_alignment, split):
+    texts, feats, _ = A.alignable_features(str(tiny_alignment.corpus / split))
+    _, gmm = A.read_gmm_model(tiny_alignment.model)
+    return texts, {utt: gmm.loglik(x) for utt, x in feats.items()}
+
+
+def test_aligning_with_the_gmms_own_scores_reproduces_its_alignment(tiny_alignment, tmp_path):
+    # Oracle: handed the GMM's per-pdf log-likelihoods, the score-driven aligner is align_with_model frame for frame.
+    texts, scores = _gmm_log_likelihoods(tiny_alignment, "train")
+    out = A.align_with_log_likelihoods(tiny_alignment.lang_dir, tiny_alignment.model, texts, scores,
+                                       str(tmp_path / "net_ali"))
+    ours, reference = read_int32_vectors(out["ali"]), read_int32_vectors(tiny_alignment.ali)
+    assert out["failed_utts"] == [] and out["num_utterances"] == len(reference) and sorted(ours) == sorted(reference)
+    assert all(np.array_equal(ours[u], reference[u]) for u in reference)
+    pdf, reference_pdf = read_int32_vectors(out["pdf_ali"]), read_int32_vectors(tiny_alignment.pdf_ali)
+    assert all(np.array_equal(pdf[u], reference_pdf[u]) for u in reference_pdf)
+
+
+def test_scores_that_favour_another_valid_alignment_move_the_labels_to_it(tiny_alignment, tmp_path):
+    # A "network" sure of the dev alignment of align_with_model (log-likelihood 0 on its pdf, -20 elsewhere) must
+    # get exactly those labels back, although the GMM is never consulted.
+    texts, _ = _gmm_log_likelihoods(tiny_alignment, "dev")
+    target = read_int32_vectors(A.align_with_model(str(tiny_alignment.corpus / "dev"), tiny_alignment.lang_dir,
+                                                   tiny_alignment.model, str(tmp_path / "gmm"))["pdf_ali"])
+    scores = {}
+    for utt, pdfs in target.items():
+        confident = np.full((len(pdfs), tiny_alignment.num_pdfs), -20.0, np.float32)
+        confident[np.arange(len(pdfs)), pdfs] = 0.0
+        scores[utt] = confident
+    out = A.align_with_log_likelihoods(tiny_alignment.lang_dir, tiny_alignment.model, texts, scores,
+                                       str(tmp_path / "net"))
+    got = read_int32_vectors(out["pdf_ali"])
+    assert sorted(got) == sorted(target) and all(np.array_equal(got[u], target[u]) for u in target)
+
+
+def test_score_alignment_names_what_is_wrong_and_lists_utterances_no_path_fits(tiny_alignment, tmp_path):
+    texts, scores = _gmm_log_likelihoods(tiny_alignment, "dev")
+    first, second = sorted(scores)[:2]
+    one = {first: scores[first]}
+    align = A.align_with_log_likelihoods
+    lang, model = tiny_alignment.lang_dir, tiny_alignment.model
+    with pytest.raises(ValueError, match=f"utterance {first}: scores of shape \\({len(scores[first])}, 7\\), but "
+                                         f".*final.mdl has {tiny_alignment.num_pdfs} pdfs"):
+        align(lang, model, texts, {first: scores[first][:, :7]}, str(tmp_path / "a"))
+    bad = scores[first].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=f"utterance {first}: its scores hold NaN or infinity"):
+        align(lang, model, texts, {first: bad}, str(tmp_path / "b"))
+    with pytest.raises(ValueError, match=f"utterance {first} has scores but no transcript"):
+        align(lang, model, {second: texts[second]}, one, str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="no scored utterances"):
+        align(lang, model, texts, {}, str(tmp_path / "d"))
+    # Three frames cannot hold a word's phones (three states each): that utterance is named, the other aligns.
+    out = align(lang, model, texts, {first: scores[first][:3], second: scores[second]}, str(tmp_path / "e"))
+    assert out["failed_utts"] == [first] and sorted(read_int32_vectors(out["pdf_ali"])) == [second]

@@ -69,3 +69,32 @@ def test_align_cli_names_what_it_skips_and_fails_when_nothing_is_left(tiny_corpu
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and f"crnn-align: no transcripts in {data / 'text'}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_align_cli_realigns_with_a_networks_log_likelihoods(tiny_alignment, tmp_path):
+    # crnn-decode's loglik.ark (here the GMM's own scores of dev, one utterance left out) -> the GMM's dev alignment.
+    from crnn_tf.data.kaldi_io import write_matrices
+    from crnn_tf.hmm import align as A
+
+    dev = tiny_alignment.corpus / "dev"
+    _, feats, _ = A.alignable_features(str(dev))
+    _, gmm = A.read_gmm_model(tiny_alignment.model)
+    unscored, *scored = sorted(feats)
+    write_matrices(f"ark:{tmp_path / 'loglik.ark'}", ((u, gmm.loglik(feats[u])) for u in scored))
+    reference = read_int32_vectors(A.align_with_model(str(dev), tiny_alignment.lang_dir, tiny_alignment.model,
+                                                      str(tmp_path / "gmm"))["pdf_ali"])
+    proc = subprocess.run([sys.executable, "-m", "tools.align", f"--loglikes=ark:{tmp_path / 'loglik.ark'}",
+                           f"--model={tiny_alignment.model}", f"--data={dev}", f"--exp={tmp_path / 'net_ali'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = read_int32_vectors(out["pdf_ali"])
+    assert sorted(ours) == scored and all(np.array_equal(ours[u], reference[u]) for u in scored)
+    assert f"1 utterance(s) of {dev}/text have no scores in ark:{tmp_path / 'loglik.ark'} (first: {unscored})" \
+        in proc.stderr
+    counts = A.read_prior_counts(out["prior_counts"])
+    assert len(counts) == tiny_alignment.num_pdfs and counts.sum() == sum(len(v) for v in ours.values())
+    proc = subprocess.run([sys.executable, "-m", "tools.align", f"--loglikes=ark:{tmp_path / 'loglik.ark'}",
+                           f"--data={dev}", f"--exp={tmp_path / 'x'}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode != 0 and "--loglikes needs --model" in proc.stderr
