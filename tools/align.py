@@ -88,7 +88,7 @@ def _align_with_loglikes():
     """--loglikes: forced alignment of --data's transcripts with a network's scores instead of a GMM's."""
     import os
 
-    from crnn_tf.data.kaldi_io import read_int32_vectors, read_matrices, read_text_table
+    from crnn_tf.data.kaldi_io import read_matrices, read_text_table
     from crnn_tf.hmm.align import align_with_log_likelihoods
 
     if not FLAGS.model:
@@ -96,14 +96,14 @@ def _align_with_loglikes():
     lang_dir = FLAGS.lang or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(FLAGS.model))), "lang")
     try:
         texts = read_text_table(os.path.join(FLAGS.data, "text"))
-        out = align_with_log_likelihoods(lang_dir, FLAGS.model, texts, dict(read_matrices(FLAGS.loglikes)),
-                                         FLAGS.exp)
+        scores = dict(read_matrices(FLAGS.loglikes))
+        out = align_with_log_likelihoods(lang_dir, FLAGS.model, texts, scores, FLAGS.exp)
     except (ValueError, FileNotFoundError) as error:
         print(f"crnn-align: {error}", file=sys.stderr)
         sys.exit(1)
     for utt in out["failed_utts"]:
         print(f"not aligned {utt}: no path through its training graph within the retry beam", file=sys.stderr)
-    unscored = sorted(set(texts) - set(read_int32_vectors(out["pdf_ali"])) - set(out["failed_utts"]))
+    unscored = sorted(set(texts) - set(scores))
     if unscored:
         print(f"crnn-align: {len(unscored)} utterance(s) of {FLAGS.data}/text have no scores in {FLAGS.loglikes} "
               f"(first: {', '.join(unscored[:3])})", file=sys.stderr)

@@ -450,7 +450,7 @@ def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_
 
     Raises:
       ValueError: a score matrix whose width is not the model's pdf count, or that holds NaN or infinity (naming
-        the utterance); an utterance without a transcript; no scores at all.
+        the utterance); an utterance without a transcript; no scores at all; no utterance aligned.
 
     Example:
       >>> out = align_with_log_likelihoods("exp/lang", "exp/mono/final.mdl", texts, scores, "exp/net_ali")
@@ -482,6 +482,9 @@ def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_
             failed.append(utt)
         else:
             ali[utt] = tids
+    if not ali:
+        raise ValueError(f"none of the {len(failed)} scored utterances fits its training graph within the retry beam "
+                         f"(first: {failed[0]}): do the scores index {model_path}'s pdfs?")
     if failed:
         log.warning("alignment failed for %d utterances (e.g. %s)", len(failed), failed[0])
     return dict(**_write_alignment(out_dir, ali, tm), num_utterances=len(ali), failed_utts=failed,

@@ -230,3 +230,5 @@ def test_score_alignment_names_what_is_wrong_and_lists_utterances_no_path_fits(t
     # Three frames cannot hold a word's phones (three states each): that utterance is named, the other aligns.
     out = align(lang, model, texts, {first: scores[first][:3], second: scores[second]}, str(tmp_path / "e"))
     assert out["failed_utts"] == [first] and sorted(read_int32_vectors(out["pdf_ali"])) == [second]
+    with pytest.raises(ValueError, match=f"none of the 2 scored utterances fits .*\\(first: {first}\\)"):
+        align(lang, model, texts, {u: scores[u][:3] for u in (first, second)}, str(tmp_path / "f"))
