@@ -445,8 +445,8 @@ def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_
         self-loop scale 0.1, beam 10, retry beam 40, as align.sh).
 
     Returns:
-      dict with ali, pdf_ali, prior_counts (paths), num_utterances, failed_utts (no path through the graph within the retry
-      beam: left out of the alignment and named), oov_count, seconds.
+      dict with ali, pdf_ali, prior_counts (paths), num_utterances, failed_utts (no path through the graph within
+      the retry beam: left out of the alignment and named), oov_count, seconds.
 
     Raises:
       ValueError: a score matrix whose width is not the model's pdf count, or that holds NaN or infinity (naming
