@@ -349,16 +349,15 @@ def read_gmm_model(model_path: str) -> tuple[khg.TransitionModel, DiagGmmSet]:
     return hmm_model.build_transition_model_from_parts(parts), DiagGmmSet.from_kaldi_parts(gmms)
 
 
-def _model_and_tree(lang_dir: str, model_path: str):
-    """(TransitionModel, DiagGmmSet, tree) of final.mdl; the `tree` beside it, else the lang's monophone tree."""
-    tm, gmm = read_gmm_model(model_path)
+def _tree_of(lang_dir: str, model_path: str):
+    """The `tree` beside final.mdl, else the lang's monophone tree."""
     tree_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "tree")
     if os.path.exists(tree_path):
-        return tm, gmm, hmm_model.read_tree(tree_path)
+        return hmm_model.read_tree(tree_path)
     topo = khg.HmmTopology()
     with open(os.path.join(lang_dir, "topo")) as f:
         topo.read(f.read())
-    return tm, gmm, hmm_model.monophone_tree(topo)
+    return hmm_model.monophone_tree(topo)
 
 
 def _write_alignment(out_dir: str, ali: dict, tm) -> dict:
@@ -413,7 +412,8 @@ def align_with_model(data_dir: str, lang_dir: str, model_path: str, out_dir: str
     cfg = config or GmmTrainConfig()
     start = time.time()
     lang = Lang(lang_dir)
-    tm, gmm, tree = _model_and_tree(lang_dir, model_path)
+    tm, gmm = read_gmm_model(model_path)
+    tree = _tree_of(lang_dir, model_path)
     t2p = hmm_model.tid2pdf(tm)
     texts, feats, skipped = alignable_features(data_dir, allow_pipes, features)
     if feats and next(iter(feats.values())).shape[1] != gmm.dim:
@@ -437,7 +437,7 @@ def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_
     Args:
       lang_dir: the lang dir the model was trained with.
       model_path: final.mdl whose transition model (and `tree` beside it) the network's outputs index: its pdf
-        count must be the score matrices' width. Its GMM is not used.
+        count must be the score matrices' width. Only its transition model is read.
       texts: `{utt: transcript}`; every scored utterance needs one.
       log_likelihoods: `{utt: float [frames, num_pdfs]}`; the alignment has one label per row.
       out_dir: where ali.ark (transition ids), pdf_ali.ark (pdf ids) and prior_counts go.
@@ -461,7 +461,8 @@ def align_with_log_likelihoods(lang_dir: str, model_path: str, texts: dict, log_
     start = time.time()
     if not log_likelihoods:
         raise ValueError("align_with_log_likelihoods: no scored utterances")
-    tm, _, tree = _model_and_tree(lang_dir, model_path)
+    tm = hmm_model.read_transition_model(model_path)
+    tree = _tree_of(lang_dir, model_path)
     for utt, scores in log_likelihoods.items():
         if utt not in texts:
             raise ValueError(f"utterance {utt} has scores but no transcript")
