@@ -99,6 +99,12 @@ def define_flags():
     flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing ε of every net's frame targets, in [0, 1), as "
                        "crnn-train --label_smoothing: (1 - ε) on the aligned senone, ε spread over all; 0 = none.")
     common_flags.validate_label_smoothing_flag()
+    flags.DEFINE_integer("chunk_length", 15, "Truncated-BPTT chunk length of the recurrent nets, in frames (paper: "
+                         "15); as crnn-train --chunk_length. Longer chunks let the LSTMs learn from more history.")
+    flags.DEFINE_integer("chunk_overlap", 5, "Frames each chunk re-reads from the one before it to warm up the "
+                         "state, unlabelled (paper: 5); as crnn-train --chunk_overlap.")
+    flags.DEFINE_integer("label_delay", 5, "Frames by which the recurrent nets' targets lag their inputs (paper: 5): "
+                         "how far ahead a unidirectional LSTM sees; as crnn-train --label_delay.")
     # The feature options; --sample_rate is the synthetic corpus's rate too (8000, FSDD's, or 16000). Speaker CMVN with
     # variances: per-utterance CMVN hurts on short, trimmed recordings, and the served waveform signature takes each
     # request's speaker stats.
@@ -290,7 +296,8 @@ def train_stage(work: pathlib.Path, name: str, spec: str, features: dict, seed: 
     config = TrainConfig(model_spec=spec, train_data=features["train"]["path"], dev_data=features["dev"]["path"],
                          model_dir=str(work / "models" / name), epochs=FLAGS.epochs, optimizer=FLAGS.optimizer,
                          lr_initial=FLAGS.lr_initial, lr_final=FLAGS.lr_final, dropout=FLAGS.dropout,
-                         label_smoothing=FLAGS.label_smoothing, seed=seed,
+                         label_smoothing=FLAGS.label_smoothing, chunk_length=FLAGS.chunk_length,
+                         chunk_overlap=FLAGS.chunk_overlap, label_delay=FLAGS.label_delay, seed=seed,
                          augment=common_flags.augment_from_flags(), progress=False)
     return train(config)
 

@@ -150,6 +150,10 @@ class TrainConfig:
                      "dev_batch_size", "chunk_length", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 <= self.chunk_overlap < self.chunk_length:
+            raise ValueError(f"need 0 ≤ chunk_overlap < chunk_length, got {self.chunk_overlap}, {self.chunk_length}")
+        if self.label_delay < 0:
+            raise ValueError(f"label_delay must be ≥ 0, got {self.label_delay}")
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""

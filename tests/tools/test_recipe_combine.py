@@ -70,8 +70,10 @@ def test_train_stage_trains_with_the_nets_own_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(crnn_tf.train.loop, "train", lambda config: seen.append(config) or {})
     monkeypatch.setattr(recipe, "FLAGS", types.SimpleNamespace(epochs=1, optimizer="adam", lr_initial=1e-3,
                                                                lr_final=1e-4, dropout=0.0, label_smoothing=0.1,
+                                                               chunk_length=40, chunk_overlap=10, label_delay=8,
                                                                seed=0))
     monkeypatch.setattr(recipe.common_flags, "augment_from_flags", AugmentConfig)
     features = {"train": {"path": str(tmp_path / "train")}, "dev": {"path": str(tmp_path / "dev")}}
     recipe.train_stage(tmp_path, "C1", "3xReLU64", features, 5)
     assert seen[0].seed == 5 and seen[0].model_spec == "3xReLU64" and seen[0].label_smoothing == 0.1
+    assert (seen[0].chunk_length, seen[0].chunk_overlap, seen[0].label_delay) == (40, 10, 8)

@@ -29,6 +29,8 @@ def test_config_roundtrip_and_save(tmp_path):
     ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
     ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
     ({"label_smoothing": math.nan}, r"label_smoothing must be in \[0, 1\)"),
+    ({"chunk_length": 10, "chunk_overlap": 10}, r"need 0 ≤ chunk_overlap < chunk_length, got 10, 10"),
+    ({"chunk_overlap": -1}, "chunk_overlap"), ({"label_delay": -1}, "label_delay must be ≥ 0, got -1"),
 ])
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):
