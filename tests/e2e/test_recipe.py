@@ -13,7 +13,7 @@ def _recipe(work, report):
     return subprocess.run(
         [sys.executable, "-m", "tools.recipe", f"--work_dir={work}", f"--report_dir={report}",
          "--num_utterances=90", "--epochs=1", "--gmm_iters=4", "--max_gauss=150", f"--nets={NETS}",
-         "--combine=ENS=FFNN+CLSTM"],
+         "--combine=ENS=FFNN+CLSTM", "--chunk_length=20", "--chunk_overlap=4"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -51,6 +51,10 @@ def test_recipe_runs_every_stage_and_resumes(tmp_path):
     # The combination decodes the members' saved log-likelihoods: their mean, on every utterance.
     assert rows[3]["params"] == rows[0]["params"] + rows[2]["params"]
     _check_combination(work, ["FFNN", "CLSTM"])
+    # The recurrent nets trained on the chunks the flags asked for, and the report says so.
+    config = json.loads((work / "models" / "CLSTM" / "train_config.json").read_text())
+    assert (config["chunk_length"], config["chunk_overlap"], config["label_delay"]) == (20, 4, 5)
+    assert "recurrent nets on 20-frame chunks (overlap 4, labels delayed 5)" in first.stdout
     # The served exports are TF Serving layout: <base>/<name>/<version>/saved_model.pb.
     assert (work / "export" / "CLSTM" / "1" / "saved_model.pb").exists()
 
