@@ -29,6 +29,7 @@ Examples:
                                                                   # own quiet stretches (room, microphone)
     crnn-recipe --work_dir=exp/demo_tri1 --senones=tri1 --num_leaves=300 --tot_gauss=1500   # CD-DNN-HMM
     crnn-recipe --work_dir=exp/demo_dropout --dropout=0.2     # every net with dropout 0.2 (beside SpecAugment)
+    crnn-recipe ... --chunk_length=40 --chunk_overlap=10   # recurrent nets on 40-frame BPTT chunks (paper: 15, 5)
 
 Senones: monophone states by default; with --senones=tri1 a decision tree is built on the monophone alignment
 (`crnn_tf.hmm.triphone`), the nets learn its tied triphone states and decode with its graph, and the report has both
