@@ -246,6 +246,14 @@ def _cut(features, labels, starts, trained, delay):
     return chunk_features, chunk_labels, weights
 
 
+def check_chunking(chunk_length: int, chunk_overlap: int, label_delay: int) -> None:
+    """Raises ValueError unless 0 ≤ chunk_overlap < chunk_length and label_delay ≥ 0 (`recurrent_chunks`'s geometry)."""
+    if not 0 <= chunk_overlap < chunk_length:
+        raise ValueError(f"need 0 ≤ chunk_overlap < chunk_length, got {chunk_overlap}, {chunk_length}")
+    if label_delay < 0:
+        raise ValueError(f"label_delay must be ≥ 0, got {label_delay}")
+
+
 def recurrent_chunks(features, labels, chunk_length: int = 15, chunk_overlap: int = 5, label_delay: int = 5,
                      mask_overlap: bool = True):
     """Cuts one utterance into truncated-BPTT chunks (graph-safe); see the module docstring.
@@ -258,10 +266,7 @@ def recurrent_chunks(features, labels, chunk_length: int = 15, chunk_overlap: in
     Returns:
       `(features [n, chunk_length, D], labels [n, chunk_length], weights [n, chunk_length])`.
     """
-    if not 0 <= chunk_overlap < chunk_length:
-        raise ValueError(f"need 0 ≤ chunk_overlap < chunk_length, got {chunk_overlap}, {chunk_length}")
-    if label_delay < 0:
-        raise ValueError(f"label_delay must be ≥ 0, got {label_delay}")
+    check_chunking(chunk_length, chunk_overlap, label_delay)
     step = chunk_length - chunk_overlap
     extended = tf.shape(features)[0] + label_delay
     count = 1 + tf.maximum(0, -(-(extended - chunk_length) // step))

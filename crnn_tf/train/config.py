@@ -12,6 +12,7 @@ import os
 import tensorflow as tf
 
 from crnn_tf.data.augment import AugmentConfig
+from crnn_tf.data.pipelines import check_chunking
 from crnn_tf.models import check_dropout, check_fraction
 
 CONFIG_NAME = "train_config.json"
@@ -150,10 +151,7 @@ class TrainConfig:
                      "dev_batch_size", "chunk_length", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if not 0 <= self.chunk_overlap < self.chunk_length:
-            raise ValueError(f"need 0 ≤ chunk_overlap < chunk_length, got {self.chunk_overlap}, {self.chunk_length}")
-        if self.label_delay < 0:
-            raise ValueError(f"label_delay must be ≥ 0, got {self.label_delay}")
+        check_chunking(self.chunk_length, self.chunk_overlap, self.label_delay)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (validated again)."""
